@@ -1,0 +1,53 @@
+"""Render APDUs for traces and logs with PIN material hidden.
+
+Commands whose data field is a PIN, a new PIN, or a reset code are masked byte for byte:
+VERIFY (``INS 20``), CHANGE REFERENCE DATA (``INS 24``), RESET RETRY COUNTER (``INS 2C``) and
+the JICSAP CHANGE KEY (``CLA 80 INS 32``). The length stays visible (a trace must show
+whether Lc was right); the value never does unless the caller asks with ``reveal=True``.
+"""
+
+from __future__ import annotations
+
+from harness.apdu.model import CommandAPDU, ResponseAPDU, to_hex
+
+MASK = "**"
+
+_SECRET_INS = frozenset((0x20, 0x24, 0x2C))
+_SECRET_CLA_INS = frozenset(((0x80, 0x32),))
+
+
+def carries_secret(cmd: CommandAPDU) -> bool:
+    """Whether ``cmd``'s data field is PIN material."""
+    if not cmd.data:
+        return False
+    return (cmd.cla & 0x80 == 0 and cmd.ins in _SECRET_INS) or (cmd.cla, cmd.ins) in _SECRET_CLA_INS
+
+
+def render_command(cmd: CommandAPDU, *, reveal: bool = False) -> str:
+    """The command's bytes as hex, with its data field masked when it is PIN material."""
+    raw = cmd.to_bytes()
+    if reveal or not carries_secret(cmd):
+        return to_hex(raw)
+    start = 7 if cmd.is_extended else 5
+    end = start + len(cmd.data)
+    return " ".join(
+        [to_hex(raw[:start]), " ".join([MASK] * len(cmd.data)), to_hex(raw[end:])]
+    ).strip()
+
+
+def render_raw_command(raw: bytes, *, reveal: bool = False) -> str:
+    """Like :func:`render_command` for bytes that may not even parse.
+
+    Unparseable bytes are shown only as their length, unless revealed: a malformed VERIFY
+    still carries a PIN.
+    """
+    try:
+        return render_command(CommandAPDU.parse(raw), reveal=reveal)
+    except ValueError:
+        if reveal:
+            return to_hex(raw)
+        return f"<{len(raw)} bytes, malformed; masked>" if len(raw) > 4 else to_hex(raw)
+
+
+def render_response(resp: ResponseAPDU) -> str:
+    return to_hex(resp.to_bytes())

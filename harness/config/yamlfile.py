@@ -1,0 +1,129 @@
+"""Load YAML with source positions and validate it against a JSON Schema."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from harness.errors import ConfigError, SourceLocation
+
+_SNIPPET_CONTEXT = 1
+
+
+@dataclass(frozen=True)
+class LoadedYAML:
+    """A parsed document, its source text, and where it came from."""
+
+    path: str
+    text: str
+    data: Any
+
+    def snippet(self, line: int | None) -> str | None:
+        """Lines around ``line`` (1-based), the line itself marked with ``>``."""
+        if line is None:
+            return None
+        lines = self.text.splitlines()
+        lo = max(1, line - _SNIPPET_CONTEXT)
+        hi = min(len(lines), line + _SNIPPET_CONTEXT)
+        return "\n".join(
+            f"{'>' if n == line else ' '}{n:4d}  {lines[n - 1]}" for n in range(lo, hi + 1)
+        )
+
+    def error(
+        self, message: str, path: Sequence[str | int] = (), *, expected: str | None = None
+    ) -> ConfigError:
+        """A :class:`ConfigError` pointing at the node found by following ``path``."""
+        loc = location_of(self.data, path, self.path)
+        return ConfigError(message, loc, snippet=self.snippet(loc.line), expected=expected)
+
+
+def load_yaml(path: str | Path) -> LoadedYAML:
+    """Parse ``path``; syntax errors and duplicate keys become :class:`ConfigError`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", SourceLocation(str(p))) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read file: {exc}", SourceLocation(str(p))) from None
+    yaml = YAML(typ="rt")
+    try:
+        data = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        col = mark.column + 1 if mark else None
+        doc = LoadedYAML(str(p), text, None)
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(
+            f"YAML syntax: {problem}", SourceLocation(str(p), line, col), snippet=doc.snippet(line)
+        ) from None
+    return LoadedYAML(str(p), text, data)
+
+
+def location_of(data: Any, path: Sequence[str | int], filename: str) -> SourceLocation:
+    """The deepest source position known along ``path`` inside a ruamel round-trip tree."""
+    line: int | None = None
+    col: int | None = None
+    node = data
+    if hasattr(node, "lc"):
+        line, col = node.lc.line + 1, node.lc.col + 1
+    for key in path:
+        lc = getattr(node, "lc", None)
+        try:
+            if isinstance(node, Mapping) and key in node:
+                if lc is not None:
+                    pos = (
+                        lc.value(key) if not isinstance(node[key], (Mapping, list)) else lc.key(key)
+                    )
+                    line, col = pos[0] + 1, pos[1] + 1
+                node = node[key]
+            elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+                if lc is not None:
+                    pos = lc.item(key)
+                    line, col = pos[0] + 1, pos[1] + 1
+                node = node[key]
+            else:
+                break
+        except (KeyError, IndexError, TypeError):
+            break
+    return SourceLocation(filename, line, col)
+
+
+def _describe_expected(error: jsonschema.ValidationError) -> str | None:
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    if "description" in schema:
+        return str(schema["description"])
+    if "enum" in schema:
+        return "one of " + ", ".join(repr(v) for v in schema["enum"])
+    if "pattern" in schema:
+        return f"a string matching {schema['pattern']}"
+    if "type" in schema:
+        return f"a value of type {schema['type']}"
+    return None
+
+
+def validate(doc: LoadedYAML, schema: Mapping[str, Any]) -> None:
+    """Validate ``doc`` against ``schema``; the first (most relevant) error is raised."""
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(doc.data), key=jsonschema.exceptions.relevance)
+    if not errors:
+        return
+    best = jsonschema.exceptions.best_match(errors)
+    assert best is not None
+    where = list(best.absolute_path)
+    field = ".".join(str(p) for p in where) or "(top level)"
+    raise doc.error(f"{field}: {best.message}", where, expected=_describe_expected(best))
+
+
+def load_validated(path: str | Path, schema: Mapping[str, Any]) -> LoadedYAML:
+    """:func:`load_yaml` then JSON-Schema validation."""
+    doc = load_yaml(path)
+    validate(doc, schema)
+    return doc

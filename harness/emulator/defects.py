@@ -1,0 +1,97 @@
+"""Deliberate defects the emulated card can be told to have.
+
+Every profile is off by default (``faithful``). They exist so that each check the harness makes
+can be shown to fail against a card that misbehaves in exactly the way the check is about.
+
+A profile is chosen by name, optionally with parameters:
+``early-exit-compare:per_byte_delay_us=20`` or ``fixed-delay:fixed_delay_ms=2.5``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from harness.errors import HarnessError
+
+
+@dataclass(frozen=True, slots=True)
+class DefectProfile:
+    name: str = "faithful"
+    #: a wrong VERIFY answers 63Cx but the counter is never written
+    no_decrement: bool = False
+    #: the correct PIN on a blocked PIN object answers 9000 (and verifies)
+    ok_when_blocked: bool = False
+    #: counters live in RAM: every power-on restores all of them to the maximum
+    power_cycle_resets_counter: bool = False
+    #: the empty VERIFY (status query) decrements the counter
+    query_costs_try: bool = False
+    #: the comparison stops at the first differing byte; each compared byte costs a delay
+    early_exit_compare: bool = False
+    per_byte_delay_us: float = 0.0
+    #: every command takes this long before it is processed
+    fixed_delay_ms: float = 0.0
+    #: VERIFY compares first and writes the decremented counter afterwards (tearing-prone)
+    decrement_after_compare: bool = False
+
+    @property
+    def faithful(self) -> bool:
+        return self == DefectProfile(name=self.name)
+
+    def describe(self) -> str:
+        changed = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "name" and getattr(self, f.name) != f.default
+        }
+        args = ", ".join(f"{k}={v}" for k, v in changed.items())
+        return f"{self.name} ({args})" if args else self.name
+
+
+PROFILES: dict[str, DefectProfile] = {
+    p.name: p
+    for p in (
+        DefectProfile(),
+        DefectProfile("no-decrement", no_decrement=True),
+        DefectProfile("ok-when-blocked", ok_when_blocked=True),
+        DefectProfile("power-cycle-resets-counter", power_cycle_resets_counter=True),
+        DefectProfile("query-costs-try", query_costs_try=True),
+        DefectProfile("early-exit-compare", early_exit_compare=True, per_byte_delay_us=20.0),
+        DefectProfile("fixed-delay", fixed_delay_ms=5.0),
+        DefectProfile("decrement-after-compare", decrement_after_compare=True),
+    )
+}
+
+_TUNABLE = {"per_byte_delay_us": float, "fixed_delay_ms": float}
+
+
+class UnknownDefectError(HarnessError, ValueError):
+    pass
+
+
+def parse_profile(spec: str) -> DefectProfile:
+    """``"name"`` or ``"name:param=value,param=value"`` → a profile."""
+    name, _, params = spec.partition(":")
+    name = name.strip()
+    if name not in PROFILES:
+        raise UnknownDefectError(f"unknown defect profile {name!r}; known: {', '.join(PROFILES)}")
+    profile = PROFILES[name]
+    if not params.strip():
+        return profile
+    changes: dict[str, Any] = {}
+    for item in params.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in _TUNABLE:
+            raise UnknownDefectError(
+                f"bad parameter {item.strip()!r} in {spec!r}; tunable: {', '.join(_TUNABLE)}"
+            )
+        try:
+            number = _TUNABLE[key](value)
+        except ValueError:
+            raise UnknownDefectError(f"{key} must be a number, got {value!r}") from None
+        if number < 0:
+            raise UnknownDefectError(f"{key} must not be negative, got {number}")
+        changes[key] = number
+    return dataclasses.replace(profile, **changes)

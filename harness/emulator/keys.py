@@ -1,0 +1,95 @@
+"""RSA-2048 keys and X.509 certificates of an emulated card.
+
+The card signs exactly what the host sends (a DER DigestInfo), with PKCS#1 v1.5 type-1 padding
+applied by the card, as JPKI's ``80 2A 00 80`` does. ``cryptography`` only signs messages it
+hashes itself, so the padding and the RSA private operation (CRT) are done here on the
+library's key numbers.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+KEY_BITS = 2048
+MODULUS_BYTES = KEY_BITS // 8
+#: the longest input PKCS#1 v1.5 type-1 padding can carry in a 2048-bit block
+MAX_SIGN_INPUT = MODULUS_BYTES - 11
+
+
+@dataclass(frozen=True)
+class RsaKey:
+    private: rsa.RSAPrivateKey
+    _numbers: rsa.RSAPrivateNumbers = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_numbers", self.private.private_numbers())
+
+    @classmethod
+    def generate(cls) -> RsaKey:
+        return cls(rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS))
+
+    @classmethod
+    def from_pem(cls, pem: str) -> RsaKey:
+        key = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
+        if not isinstance(key, rsa.RSAPrivateKey) or key.key_size != KEY_BITS:
+            raise ValueError("not an RSA-2048 private key")
+        return cls(key)
+
+    def to_pem(self) -> str:
+        return self.private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode("ascii")
+
+    def sign_raw_pkcs1(self, data: bytes) -> bytes:
+        """RSASSA-PKCS1-v1_5 over ``data`` as given (the host supplies the DigestInfo)."""
+        if not 1 <= len(data) <= MAX_SIGN_INPUT:
+            raise ValueError(f"input must be 1..{MAX_SIGN_INPUT} bytes, got {len(data)}")
+        pad = MODULUS_BYTES - 3 - len(data)
+        block = b"\x00\x01" + b"\xff" * pad + b"\x00" + data
+        m = int.from_bytes(block, "big")
+        n = self._numbers
+        s1 = pow(m, n.dmp1, n.p)
+        s2 = pow(m, n.dmq1, n.q)
+        h = (n.iqmp * (s1 - s2)) % n.p
+        s = s2 + h * n.q
+        return s.to_bytes(MODULUS_BYTES, "big")
+
+
+_NOT_BEFORE = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+_NOT_AFTER = datetime.datetime(2035, 12, 31, tzinfo=datetime.UTC)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pinloop emulated card (NOT JPKI)"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def make_certificate(
+    subject: str, key: RsaKey, issuer: str, issuer_key: RsaKey, *, ca: bool
+) -> bytes:
+    """A DER certificate for ``key`` signed by ``issuer_key`` (self-signed when they match)."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_NOT_BEFORE)
+        .not_valid_after(_NOT_AFTER)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    cert = builder.sign(issuer_key.private, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.DER)

@@ -1,0 +1,325 @@
+"""The file system of the emulated My Number card: applications, EFs and PIN objects.
+
+Facts and disputed points are from ``shared/docs/card.md`` (its decisions section rules where
+sources disagree). What is unknown publicly is marked ``[chosen]`` where the emulator had to
+pick a behaviour.
+
+Identifiers used everywhere in pinloop (scenarios, state files, reports):
+
+====================  ==========  ======  ==========================  =====  =================
+PIN id                app         EF      format                      tries  change command
+====================  ==========  ======  ==========================  =====  =================
+``jpki-auth``         jpki        0018    4 digits                    3      ``00 24 01 80``
+``jpki-sign``         jpki        001B    6-16 of A-Z 0-9             5      ``00 24 01 80``
+``kenhojo-pin``       kenhojo     0011    4 digits                    3      ``00 24 01 80``
+``kenhojo-a``         kenhojo     0014    12 digits (個人番号)         10*    not changeable
+``kenhojo-b``         kenhojo     0015    14 digits (照合番号B)        10*    not changeable
+``kenkaku-a``         kenkaku     0013    12 digits                   10*    not changeable
+``kenkaku-b``         kenkaku     0012    14 digits                   10*    not changeable
+``kenkaku-birth``     kenkaku     0011    6 digits (和暦 YYMMDD)       10*    not changeable
+``juki-pin``          juki        001C    4 digits                    3      ``80 32 00 80``
+``common-pin``        common      001C    4 digits                    3      ``80 32 00 80``
+====================  ==========  ======  ==========================  =====  =================
+
+``*`` disputed or unknown publicly; configurable per card (``limits.verification-code``).
+"""
+
+from __future__ import annotations
+
+import enum
+import string
+from dataclasses import dataclass
+
+
+class ChangeCommand(enum.Enum):
+    ISO = "00 24 01 80"  # CHANGE REFERENCE DATA, JPKI and 券面事項入力補助
+    JICSAP = "80 32 00 80"  # JICSAP CHANGE KEY, 住基 and 共通
+    NONE = "not changeable"  # card-face numbers (照合番号A/B, birth date)
+
+
+@dataclass(frozen=True, slots=True)
+class PinFormat:
+    """Lengths and characters a PIN object accepts."""
+
+    name: str
+    min_len: int
+    max_len: int
+    charset: frozenset[int]
+
+    def length_ok(self, value: bytes) -> bool:
+        return self.min_len <= len(value) <= self.max_len
+
+    def charset_ok(self, value: bytes) -> bool:
+        return all(b in self.charset for b in value)
+
+    def accepts(self, value: bytes) -> bool:
+        return self.length_ok(value) and self.charset_ok(value)
+
+    def describe(self) -> str:
+        n = str(self.min_len) if self.min_len == self.max_len else f"{self.min_len}-{self.max_len}"
+        return f"{n} characters of {self.name}"
+
+
+_DIGITS = frozenset(string.digits.encode())
+_UPPER_ALNUM = frozenset((string.ascii_uppercase + string.digits).encode())
+
+
+def _digits(n: int) -> PinFormat:
+    return PinFormat("0-9", n, n, _DIGITS)
+
+
+FOUR_DIGITS = _digits(4)
+SIGN_PASSWORD = PinFormat("A-Z 0-9", 6, 16, _UPPER_ALNUM)
+
+
+@dataclass(frozen=True, slots=True)
+class Application:
+    id: str
+    aid: bytes
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class PinSpec:
+    """A PIN object (an IEF holding reference data) and its rules."""
+
+    id: str
+    app: str
+    fid: int
+    format: PinFormat
+    default_max_tries: int
+    change: ChangeCommand
+    #: whether the municipal-window route may re-initialise the value (not only unblock it)
+    settable: bool
+    label: str
+
+    @property
+    def sfi(self) -> int:
+        return self.fid  # every EF on this card is in 0001-001E, so FID == SFI
+
+
+class FileKind(enum.Enum):
+    TRANSPARENT = "transparent"
+    RECORD = "record"
+    KEY = "key"  # a private key; used by COMPUTE DIGITAL SIGNATURE, never readable
+    INTERNAL = "internal"  # other internal objects (key references), never readable
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpec:
+    """An EF other than a PIN. ``access`` lists PIN ids of which any one opens it."""
+
+    app: str
+    fid: int
+    kind: FileKind
+    content: str  # key into the card state's contents / keys
+    access: tuple[str, ...] = ()
+    label: str = ""
+
+
+APPLICATIONS: tuple[Application, ...] = (
+    Application("jpki", bytes.fromhex("D392F000260100000001"), "公的個人認証AP (JPKI)"),
+    Application("kenhojo", bytes.fromhex("D3921000310001010408"), "券面事項入力補助AP"),
+    Application("kenkaku", bytes.fromhex("D3921000310001010402"), "券面事項確認AP"),
+    Application("juki", bytes.fromhex("D3921000310001010401"), "住基AP"),
+    Application("common", bytes.fromhex("D3921000310001010100"), "共通AP"),
+)
+APPS_BY_ID = {a.id: a for a in APPLICATIONS}
+
+#: PIN limits that public sources dispute; a card config may override them (card.md §4.2)
+VERIFICATION_CODE_TRIES = 10
+
+PINS: tuple[PinSpec, ...] = (
+    PinSpec(
+        "jpki-auth",
+        "jpki",
+        0x0018,
+        FOUR_DIGITS,
+        3,
+        ChangeCommand.ISO,
+        True,
+        "利用者証明用電子証明書 PIN",
+    ),
+    PinSpec(
+        "jpki-sign",
+        "jpki",
+        0x001B,
+        SIGN_PASSWORD,
+        5,
+        ChangeCommand.ISO,
+        True,
+        "署名用電子証明書 パスワード",
+    ),
+    PinSpec(
+        "kenhojo-pin",
+        "kenhojo",
+        0x0011,
+        FOUR_DIGITS,
+        3,
+        ChangeCommand.ISO,
+        True,
+        "券面事項入力補助用 暗証番号",
+    ),
+    PinSpec(
+        "kenhojo-a",
+        "kenhojo",
+        0x0014,
+        _digits(12),
+        VERIFICATION_CODE_TRIES,
+        ChangeCommand.NONE,
+        False,
+        "照合番号A (入力補助)",
+    ),
+    PinSpec(
+        "kenhojo-b",
+        "kenhojo",
+        0x0015,
+        _digits(14),
+        VERIFICATION_CODE_TRIES,
+        ChangeCommand.NONE,
+        False,
+        "照合番号B (入力補助)",
+    ),
+    PinSpec(
+        "kenkaku-a",
+        "kenkaku",
+        0x0013,
+        _digits(12),
+        VERIFICATION_CODE_TRIES,
+        ChangeCommand.NONE,
+        False,
+        "照合番号A (券面確認)",
+    ),
+    PinSpec(
+        "kenkaku-b",
+        "kenkaku",
+        0x0012,
+        _digits(14),
+        VERIFICATION_CODE_TRIES,
+        ChangeCommand.NONE,
+        False,
+        "照合番号B (券面確認)",
+    ),
+    PinSpec(
+        "kenkaku-birth",
+        "kenkaku",
+        0x0011,
+        _digits(6),
+        VERIFICATION_CODE_TRIES,
+        ChangeCommand.NONE,
+        False,
+        "生年月日 (券面確認)",
+    ),
+    PinSpec(
+        "juki-pin",
+        "juki",
+        0x001C,
+        FOUR_DIGITS,
+        3,
+        ChangeCommand.JICSAP,
+        True,
+        "住民基本台帳用 暗証番号 (住基AP)",
+    ),
+    PinSpec(
+        "common-pin",
+        "common",
+        0x001C,
+        FOUR_DIGITS,
+        3,
+        ChangeCommand.JICSAP,
+        True,
+        "住民基本台帳用 暗証番号 (共通AP)",
+    ),
+)
+PINS_BY_ID = {p.id: p for p in PINS}
+
+#: PINs a user sets (and that a card config must give); the others derive from the identity
+USER_PINS: tuple[str, ...] = tuple(p.id for p in PINS if p.settable)
+
+#: the kiosk route re-initialises one JPKI PIN when the *other* one is verified (card.md §6.2)
+KIOSK_PARTNER = {"jpki-auth": "jpki-sign", "jpki-sign": "jpki-auth"}
+
+_KP = FileKind
+FILES: tuple[FileSpec, ...] = (
+    # JPKI AP
+    FileSpec("jpki", 0x0001, _KP.TRANSPARENT, "jpki/sign-cert", ("jpki-sign",), "署名用電子証明書"),
+    FileSpec("jpki", 0x0002, _KP.TRANSPARENT, "jpki/sign-ca-cert", (), "署名用CA証明書"),
+    FileSpec("jpki", 0x000A, _KP.TRANSPARENT, "jpki/auth-cert", (), "利用者証明用電子証明書"),
+    FileSpec("jpki", 0x000B, _KP.TRANSPARENT, "jpki/auth-ca-cert", (), "利用者証明用CA証明書"),
+    FileSpec("jpki", 0x0006, _KP.TRANSPARENT, "jpki/token-info", (), "token info"),
+    FileSpec("jpki", 0x0008, _KP.TRANSPARENT, "jpki/cert-availability", (), "certificates present"),
+    FileSpec("jpki", 0x0017, _KP.KEY, "jpki-auth", ("jpki-auth",), "利用者証明用秘密鍵"),
+    FileSpec("jpki", 0x001A, _KP.KEY, "jpki-sign", ("jpki-sign",), "署名用秘密鍵"),
+    # 券面事項入力補助AP
+    FileSpec(
+        "kenhojo",
+        0x0001,
+        _KP.TRANSPARENT,
+        "kenhojo/my-number",
+        ("kenhojo-pin", "kenhojo-a"),
+        "個人番号",
+    ),
+    FileSpec(
+        "kenhojo",
+        0x0002,
+        _KP.TRANSPARENT,
+        "kenhojo/attributes",
+        ("kenhojo-pin", "kenhojo-b"),
+        "基本4情報",
+    ),
+    FileSpec(
+        "kenhojo",
+        0x0003,
+        _KP.TRANSPARENT,
+        "kenhojo/integrity",
+        ("kenhojo-pin", "kenhojo-a", "kenhojo-b"),
+        "integrity record",
+    ),
+    FileSpec("kenhojo", 0x0004, _KP.TRANSPARENT, "kenhojo/cv-cert", (), "CV certificate"),
+    FileSpec("kenhojo", 0x0005, _KP.TRANSPARENT, "kenhojo/basic-info", (), "AP basic info"),
+    # 券面事項確認AP
+    FileSpec(
+        "kenkaku",
+        0x0001,
+        _KP.TRANSPARENT,
+        "kenkaku/birth",
+        ("kenkaku-birth",),
+        "age-verification record",
+    ),
+    FileSpec(
+        "kenkaku", 0x0002, _KP.TRANSPARENT, "kenkaku/face", ("kenkaku-a", "kenkaku-b"), "card face"
+    ),
+    FileSpec("kenkaku", 0x0003, _KP.TRANSPARENT, "kenkaku/basic-info", (), "AP basic info"),
+    FileSpec("kenkaku", 0x0004, _KP.TRANSPARENT, "kenkaku/cv-cert", (), "CV certificate"),
+    FileSpec(
+        "kenkaku",
+        0x0005,
+        _KP.TRANSPARENT,
+        "kenkaku/my-number-image",
+        ("kenkaku-a",),
+        "個人番号 image",
+    ),
+    # 住基AP and 共通AP
+    FileSpec("juki", 0x0002, _KP.INTERNAL, "", (), "key reference"),
+    FileSpec("common", 0x0001, _KP.RECORD, "common/card-id", (), "serial, municipality, expiry"),
+    FileSpec("common", 0x0002, _KP.INTERNAL, "", (), "key reference"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DFLayout:
+    """Everything addressable inside one application, by FID."""
+
+    app: Application
+    pins: dict[int, PinSpec]
+    files: dict[int, FileSpec]
+
+
+LAYOUT: dict[str, DFLayout] = {
+    a.id: DFLayout(
+        a,
+        {p.fid: p for p in PINS if p.app == a.id},
+        {f.fid: f for f in FILES if f.app == a.id},
+    )
+    for a in APPLICATIONS
+}

@@ -1,0 +1,90 @@
+"""The exception tree of the harness.
+
+Two roots decide how a test ends in a report:
+
+- :class:`DeviceDefect` subclasses :class:`AssertionError`: the device under test (card or
+  reader) misbehaved. pytest and Allure show the test as *failed*.
+- :class:`HarnessError` is everything else that stops a run: the lab, the configuration, the
+  infrastructure. Allure shows the test as *broken*.
+
+Configuration errors carry the file and line they come from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DeviceDefect(AssertionError):
+    """The card or reader did something its specification forbids."""
+
+
+class HarnessError(Exception):
+    """A lab, configuration or infrastructure fault (not a defect of the device)."""
+
+
+@dataclass(frozen=True)
+class SourceLocation:
+    """Where in a configuration file something was written (1-based line and column)."""
+
+    path: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.path
+        if self.column is None:
+            return f"{self.path}:{self.line}"
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+class ConfigError(HarnessError):
+    """A configuration or scenario file is wrong. Rendered as ``file:line: message``."""
+
+    def __init__(
+        self,
+        message: str,
+        location: SourceLocation | None = None,
+        *,
+        snippet: str | None = None,
+        expected: str | None = None,
+    ) -> None:
+        self.message = message
+        self.location = location
+        self.snippet = snippet
+        self.expected = expected
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        head = f"{self.location}: {self.message}" if self.location else self.message
+        parts = [head]
+        if self.expected:
+            parts.append(f"  expected: {self.expected}")
+        if self.snippet:
+            parts.extend("  | " + line for line in self.snippet.splitlines())
+        return "\n".join(parts)
+
+
+class APDUFormatError(HarnessError, ValueError):
+    """Bytes that are not a well-formed command or response APDU."""
+
+
+class CardStateError(HarnessError):
+    """An emulated card's state file is missing, corrupt, or in use by another process."""
+
+
+class CardPowerLost(HarnessError):
+    """The card lost power in the middle of a command (an injected tear, or a real cut).
+
+    The command's outcome is unknown to the host; the card must be powered on again.
+    """
+
+    def __init__(self, write_point: str, phase: str) -> None:
+        self.write_point = write_point
+        self.phase = phase
+        super().__init__(f"card power lost {phase} write point {write_point!r}")
+
+
+class CardNotPowered(HarnessError):
+    """A command was sent to a card that is not powered on."""
