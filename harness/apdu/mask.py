@@ -44,9 +44,13 @@ def render_raw_command(raw: bytes, *, reveal: bool = False) -> str:
     try:
         return render_command(CommandAPDU.parse(raw), reveal=reveal)
     except ValueError:
-        if reveal:
-            return to_hex(raw)
-        return f"<{len(raw)} bytes, malformed; masked>" if len(raw) > 4 else to_hex(raw)
+        pass
+    if reveal or len(raw) <= 4:
+        return to_hex(raw)
+    cla, ins = raw[0], raw[1]
+    if (cla & 0x80 == 0 and ins in _SECRET_INS) or (cla, ins) in _SECRET_CLA_INS:
+        return f"{to_hex(raw[:4])} <{len(raw) - 4} more bytes, malformed, masked>"
+    return to_hex(raw)
 
 
 def render_response(resp: ResponseAPDU) -> str:

@@ -72,7 +72,9 @@ class CommandAPDU:
 
     @property
     def is_extended(self) -> bool:
-        """Whether :meth:`to_bytes` uses the extended encoding."""
+        """Whether :meth:`to_bytes` uses the extended encoding (case 1 has no length fields)."""
+        if not self.data and self.le is None:
+            return False
         return (
             self.extended
             or len(self.data) > SHORT_MAX_LC

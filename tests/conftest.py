@@ -1,0 +1,60 @@
+"""Fixtures for the harness's own tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from harness.emulator import CardConfig, CardState, EmulatedCard, MemoryStore, load_card_config
+from harness.emulator.personalise import personalise
+from harness.emulator.state import PinState
+from tests.support import Host
+
+settings.register_profile("dev", max_examples=100)
+settings.register_profile(
+    "ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def copy_state(state: CardState) -> CardState:
+    """A deep-enough copy: PINs are mutable, keys and contents are not."""
+    return dataclasses.replace(
+        state,
+        pins={k: PinState(p.value, p.remaining, p.max_tries) for k, p in state.pins.items()},
+        reset_codes=dict(state.reset_codes),
+        contents=dict(state.contents),
+        keys=dict(state.keys),
+        identity=dict(state.identity),
+    )
+
+
+@pytest.fixture(scope="session")
+def card_config() -> CardConfig:
+    return load_card_config()
+
+
+@pytest.fixture(scope="session")
+def template_state(card_config: CardConfig) -> CardState:
+    return personalise(card_config)
+
+
+@pytest.fixture
+def fresh_state(template_state: CardState) -> CardState:
+    return copy_state(template_state)
+
+
+@pytest.fixture
+def card(fresh_state: CardState) -> Iterator[EmulatedCard]:
+    c = EmulatedCard(MemoryStore(fresh_state))
+    c.power_on()
+    yield c
+
+
+@pytest.fixture
+def host(card: EmulatedCard, card_config: CardConfig) -> Host:
+    return Host(card, card_config)

@@ -1,0 +1,55 @@
+"""A tiny host for tests: send APDUs to an emulated card by PIN id and application id."""
+
+from __future__ import annotations
+
+from harness.apdu import commands as C
+from harness.apdu import sw as SW
+from harness.apdu.model import CommandAPDU, ResponseAPDU
+from harness.emulator import CardConfig, EmulatedCard
+from harness.emulator.layout import APPS_BY_ID, LAYOUT, PINS_BY_ID
+
+
+class Host:
+    def __init__(self, card: EmulatedCard, config: CardConfig) -> None:
+        self.card = card
+        self.config = config
+        self.secrets = {k: v.encode() for k, v in config.secrets().items()}
+
+    def send(self, cmd: CommandAPDU | str) -> ResponseAPDU:
+        if isinstance(cmd, str):
+            cmd = CommandAPDU.from_hex(cmd)
+        raw = self.card.transmit(cmd.to_bytes())
+        return ResponseAPDU.parse(raw)
+
+    def sw(self, cmd: CommandAPDU | str) -> int:
+        return self.send(cmd).sw
+
+    def select_app(self, app_id: str) -> None:
+        assert self.sw(C.select_df(APPS_BY_ID[app_id].aid)) == SW.OK
+
+    def select_pin(self, pin_id: str) -> None:
+        spec = PINS_BY_ID[pin_id]
+        self.select_app(spec.app)
+        assert self.sw(C.select_ef(spec.fid)) == SW.OK
+
+    def select_file(self, app_id: str, fid: int) -> None:
+        self.select_app(app_id)
+        assert LAYOUT[app_id].files.get(fid) or LAYOUT[app_id].pins.get(fid)
+        assert self.sw(C.select_ef(fid)) == SW.OK
+
+    def verify(self, pin_id: str, value: bytes | None = None) -> int:
+        """VERIFY on the currently selected EF (select first); ``None`` = the right PIN."""
+        return self.sw(C.verify(self.secrets[pin_id] if value is None else value))
+
+    def tries(self) -> int:
+        """Remaining tries of the selected PIN, by the free status query."""
+        sw = self.sw(C.pin_status())
+        left = SW.retries_left(sw)
+        assert left is not None, f"status query answered {sw:04X}"
+        return left
+
+    def wrong(self, pin_id: str) -> bytes:
+        """A well-formed value that is not the PIN."""
+        right = self.secrets[pin_id]
+        first = b"0" if right[:1] != b"0" else b"1"
+        return first + right[1:]
