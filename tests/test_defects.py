@@ -1,0 +1,142 @@
+"""Each defect profile changes the card's behaviour in the way its name says, and only then."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+
+from harness.apdu import commands as C
+from harness.apdu import sw as SW
+from harness.emulator import PROFILES, CardConfig, CardState, EmulatedCard, MemoryStore
+from harness.emulator.defects import UnknownDefectError, parse_profile
+from tests.support import Host
+
+
+def _host(state: CardState, config: CardConfig, profile: str) -> Host:
+    card = EmulatedCard(MemoryStore(state), defects=parse_profile(profile))
+    card.power_on()
+    return Host(card, config)
+
+
+def _block(host: Host, pin_id: str) -> None:
+    host.select_pin(pin_id)
+    for _ in range(host.card.pin_state(pin_id).max_tries):
+        host.verify(pin_id, host.wrong(pin_id))
+
+
+def test_faithful_is_the_default(card: EmulatedCard) -> None:
+    assert card.defects.faithful and card.defects.name == "faithful"
+    assert all(not p.faithful for name, p in PROFILES.items() if name != "faithful")
+
+
+def test_no_decrement(fresh_state: CardState, card_config: CardConfig) -> None:
+    host = _host(fresh_state, card_config, "no-decrement")
+    host.select_pin("jpki-auth")
+    assert [host.verify("jpki-auth", b"0000") for _ in range(5)] == [SW.retries(3)] * 5
+    assert host.tries() == 3  # never blocks
+
+
+def test_ok_when_blocked(fresh_state: CardState, card_config: CardConfig) -> None:
+    host = _host(fresh_state, card_config, "ok-when-blocked")
+    _block(host, "jpki-auth")
+    assert host.tries() == 0
+    assert host.verify("jpki-auth", b"0000") == SW.REFERENCE_DATA_BLOCKED
+    assert host.verify("jpki-auth") == SW.OK  # the defect: the right PIN gets through
+    assert "jpki-auth" in host.card.verified
+
+
+def test_power_cycle_resets_counter(fresh_state: CardState, card_config: CardConfig) -> None:
+    host = _host(fresh_state, card_config, "power-cycle-resets-counter")
+    _block(host, "jpki-sign")
+    host.select_pin("jpki-auth")
+    host.verify("jpki-auth", b"0000")
+    host.card.power_off()
+    host.card.power_on()
+    host.select_pin("jpki-auth")
+    assert host.tries() == 3
+    host.select_pin("jpki-sign")
+    assert host.tries() == 5 and host.verify("jpki-sign") == SW.OK
+
+
+def test_query_costs_a_try(fresh_state: CardState, card_config: CardConfig) -> None:
+    host = _host(fresh_state, card_config, "query-costs-try")
+    host.select_pin("jpki-auth")
+    assert [host.sw(C.pin_status()) for _ in range(4)] == [0x63C2, 0x63C1, 0x63C0, 0x63C0]
+    assert host.verify("jpki-auth") == SW.REFERENCE_DATA_BLOCKED
+
+
+def test_decrement_after_compare_writes_after_the_comparison(
+    fresh_state: CardState, card_config: CardConfig
+) -> None:
+    host = _host(fresh_state, card_config, "decrement-after-compare")
+    order: list[str] = []
+    real = host.card._matches
+
+    def spy(secret: bytes, presented: bytes) -> bool:
+        order.append("compare")
+        return real(secret, presented)
+
+    host.card._matches = spy  # type: ignore[method-assign]
+    host.card.write_hook = lambda point, phase: order.append(f"{point}:{phase}")
+    host.select_pin("jpki-auth")
+    assert host.verify("jpki-auth", b"0000") == SW.retries(2)  # the SWs look the same...
+    assert order == ["compare", "verify.decrement:before", "verify.decrement:after"]  # ...order not
+
+
+def _verify_time(host: Host, value: bytes, n: int = 15) -> float:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        host.verify("kenkaku-a", value)
+        times.append(time.perf_counter() - t)
+        host.verify("kenkaku-a")  # back to the maximum
+    return statistics.median(times)
+
+
+def test_early_exit_compare_leaks_the_matching_prefix(
+    fresh_state: CardState, card_config: CardConfig
+) -> None:
+    host = _host(fresh_state, card_config, "early-exit-compare:per_byte_delay_us=200")
+    host.select_pin("kenkaku-a")  # 12 digits: a long secret makes the effect plain
+    right = host.secrets["kenkaku-a"]
+    first_wrong = (b"0" if right[:1] != b"0" else b"1") + right[1:]
+    last_wrong = right[:-1] + (b"0" if right[-1:] != b"0" else b"1")
+    early, late = _verify_time(host, first_wrong), _verify_time(host, last_wrong)
+    # 11 more compared bytes × 200 µs = 2.2 ms; demand at least half of it
+    assert late - early > 0.0011, (early, late)
+
+
+def test_faithful_compare_does_not_leak_the_prefix(
+    card: EmulatedCard, card_config: CardConfig
+) -> None:
+    host = Host(card, card_config)
+    host.select_pin("kenkaku-a")
+    right = host.secrets["kenkaku-a"]
+    first_wrong = (b"0" if right[:1] != b"0" else b"1") + right[1:]
+    last_wrong = right[:-1] + (b"0" if right[-1:] != b"0" else b"1")
+    early, late = _verify_time(host, first_wrong), _verify_time(host, last_wrong)
+    assert abs(late - early) < 0.0005, (early, late)  # well under the defect's 2.2 ms
+
+
+def test_fixed_delay(fresh_state: CardState, card_config: CardConfig) -> None:
+    host = _host(fresh_state, card_config, "fixed-delay:fixed_delay_ms=20")
+    t = time.perf_counter()
+    host.select_app("jpki")
+    assert time.perf_counter() - t >= 0.019
+
+
+def test_parse_profile() -> None:
+    assert parse_profile("faithful") is PROFILES["faithful"]
+    p = parse_profile("early-exit-compare:per_byte_delay_us=7.5")
+    assert p.early_exit_compare and p.per_byte_delay_us == 7.5
+    assert "per_byte_delay_us=7.5" in p.describe()
+    for bad, message in [
+        ("nonsense", "unknown defect"),
+        ("fixed-delay:speed=2", "tunable"),
+        ("fixed-delay:fixed_delay_ms=x", "number"),
+        ("fixed-delay:fixed_delay_ms=-1", "negative"),
+    ]:
+        with pytest.raises(UnknownDefectError, match=message):
+            parse_profile(bad)
