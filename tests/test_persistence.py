@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,15 @@ def test_a_cut_during_change_leaves_exactly_one_valid_pin(
     assert old_ok != new_ok
     assert new_ok == (phase == "after")
     again.card.store.close()
+
+
+def test_journal_lines_are_json_with_a_crc() -> None:
+    line = state_mod._journal_line(3, "jpki-sign", 4, b"AB12CD")
+    body, crc = line.rstrip(b"\n").split(b"\t")
+    assert json.loads(body) == {"e": 3, "p": "jpki-sign", "r": 4, "v": b"AB12CD".hex()}
+    assert int(crc, 16) == zlib.crc32(body)
+    assert list(state_mod._parse_journal(line + state_mod._journal_line(3, "x", 1, None))) == [
+        {"e": 3, "p": "jpki-sign", "r": 4, "v": b"AB12CD".hex()},
+        {"e": 3, "p": "x", "r": 1},
+    ]
+    assert list(state_mod._parse_journal(line.replace(b'"r":4', b'"r":5'))) == []  # bad CRC

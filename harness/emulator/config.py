@@ -222,9 +222,9 @@ def load_card_config(path: str | Path = DEFAULT_CONFIG_PATH) -> CardConfig:
     if len(codes["window"]) != len(codes["kiosk"]):
         raise doc.error(
             "reset_codes: window and kiosk codes must have the same length",
-            ["reset_codes"],
+            ["reset_codes", "kiosk"],
             expected="two codes of equal length",
         )
     if codes["window"] == codes["kiosk"]:
-        raise doc.error("reset_codes: window and kiosk codes must differ", ["reset_codes"])
+        raise doc.error("reset_codes: window and kiosk codes must differ", ["reset_codes", "kiosk"])
     return config

@@ -1,0 +1,83 @@
+"""Card configs: defaults, derived codes, and every mistake reported as file:line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.emulator.config import DEFAULT_CONFIG_PATH, load_card_config, wareki_yymmdd
+from harness.errors import ConfigError
+
+
+def test_default_card() -> None:
+    cfg = load_card_config(DEFAULT_CONFIG_PATH)
+    assert cfg.name == "pinloop-default" and cfg.model == "jpki-contact"
+    assert cfg.code_a == "123456789018"
+    assert cfg.code_b == "55021720352285"  # 昭和55/02/17, 2035, 2285 (card.md §4.1)
+    assert cfg.birth_key == "550217"
+    assert set(cfg.secrets()) >= {"jpki-auth", "kenkaku-birth"}
+
+
+@pytest.mark.parametrize(
+    ("date", "wareki"),
+    [
+        ("19261225", "011225"),
+        ("19890107", "640107"),
+        ("19890108", "010108"),
+        ("20190430", "310430"),
+        ("20190501", "010501"),
+        ("20091029", "211029"),
+    ],
+)
+def test_wareki(date: str, wareki: str) -> None:
+    assert wareki_yymmdd(date) == wareki
+
+
+def test_partial_config_takes_defaults(tmp_path: Path) -> None:
+    p = tmp_path / "card.yaml"
+    p.write_text('name: lab-card-7\npins:\n  jpki-auth: "9999"\n')
+    cfg = load_card_config(p)
+    assert cfg.pins["jpki-auth"] == "9999" and cfg.pins["jpki-sign"] == "PINLOOP1"
+    assert cfg.verification_code_tries == 10
+
+
+BAD = [
+    ("name: x\nmodel: jpki-contact\nbogus: 1\n", 1, "Additional properties"),
+    ('name: x\npins:\n  jpki-auth: "12345"\n', 3, "4 digits"),
+    ('name: x\npins:\n  jpki-sign: "lower1"\n', 3, "A-Z"),
+    ("name: x\npins:\n  jpki-auth: 1234\n", 3, "string"),
+    ("name: x\nmodel: jpki-pink\n", 2, "jpki-contact"),
+    ("model: jpki-contact\n", 1, "'name' is a required property"),
+    ("name: x\nlimits:\n  verification-code: 99\n", 3, "1-15"),
+    ('name: x\nidentity:\n  birth_date: "19800231"\n', 3, "calendar date"),
+    ('name: x\nidentity:\n  my_number: "12345"\n', 3, "12 digits"),
+    ('name: x\nreset_codes:\n  window: "SHORTCODE"\n  kiosk: "LONGER-CODE"\n', 4, "same length"),
+    ('name: x\nreset_codes:\n  window: "SAMECODE"\n  kiosk: "SAMECODE"\n', 4, "differ"),
+    ("name: x\nname: y\n", 2, "duplicate"),
+    ("name: [x\n", 2, "YAML syntax"),
+    ("name: x\n  pins: 1\n", 2, "YAML syntax"),
+    ("- just\n- a list\n", 1, "object"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "words"), BAD)
+def test_mistakes_are_reported_with_file_and_line(
+    tmp_path: Path, text: str, line: int, words: str
+) -> None:
+    p = tmp_path / "card.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_card_config(p)
+    err = info.value
+    assert err.location is not None and err.location.path == str(p)
+    assert err.location.line == line, err.render()
+    rendered = err.render()
+    assert str(p) + f":{line}" in rendered
+    assert words.lower() in rendered.lower(), rendered
+    assert "Traceback" not in rendered and len(rendered.splitlines()) <= 8
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_card_config(tmp_path / "nope.yaml")

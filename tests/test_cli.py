@@ -1,0 +1,76 @@
+"""The pinloop command: create, inspect and talk to a card; smoke run; errors without tracebacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+
+def test_card_new_show_apdu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "c.json"
+    assert main(["card", "new", str(state), "--model", "jpki-extended"]) == 0
+    assert "3B DA 13 FF" in capsys.readouterr().out
+    jpki = "00A4040C0AD392F000260100000001"
+    assert (
+        main(
+            [
+                "card",
+                "apdu",
+                str(state),
+                jpki,
+                "00A4020C020018",
+                "0020008004 30303030",
+                "POWER",
+                jpki,
+                "00A4020C020018",
+                "00200080",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "00 20 00 80 04 ** ** ** **" in out and "30 30 30 30" not in out
+    assert "<< 63 C2" in out and "-- power cycle" in out
+    assert out.rstrip().endswith("2 tries left)")  # the decrement survived the power cycle
+    assert main(["card", "show", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert "jpki-auth" in out and "2/3" in out and "1234" not in out
+    assert main(["card", "show", str(state), "--reveal"]) == 0
+    assert "1234" in capsys.readouterr().out
+
+
+def test_smoke_passes_on_the_faithful_card(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "24 passed, 0 failed" in out and "31 32 33 34" not in out
+
+
+@pytest.mark.parametrize(
+    "profile", ["no-decrement", "ok-when-blocked", "power-cycle-resets-counter", "query-costs-try"]
+)
+def test_smoke_fails_on_a_defective_card(profile: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["smoke", "--defect", profile]) == 1
+    captured = capsys.readouterr()
+    assert "device defect" in captured.err and "Traceback" not in captured.err
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "c.json"
+    assert main(["card", "show", str(state)]) == 2
+    assert "no card state" in capsys.readouterr().err
+    main(["card", "new", str(state)])
+    capsys.readouterr()
+    assert main(["card", "new", str(state)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["card", "apdu", str(state), "00A4 0"]) == 2
+    assert "odd number of hex digits" in capsys.readouterr().err
+    assert main(["smoke", "--defect", "nonsense"]) == 2
+    assert "unknown defect profile" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\npins:\n  jpki-auth: '12'\n")
+    assert main(["smoke", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:3" in err and "Traceback" not in err
