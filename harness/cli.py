@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -169,6 +170,66 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_emulate(args: argparse.Namespace) -> int:
+    """Serve emulated cards on links until SIGTERM/SIGINT; one ``STATE[@URL]`` per card."""
+    import json
+    import signal
+    import threading
+
+    from harness.links.vicc import EmulatorServer
+    from harness.links.vpcd import DEFAULT_PORT
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
+    )
+    profile = parse_profile(args.defect or "faithful")
+    servers: list[EmulatorServer] = []
+    try:
+        for slot, spec in enumerate(args.cards):
+            state, _, url = spec.partition("@")
+            url = url or f"socket://127.0.0.1:{DEFAULT_PORT + slot}"
+            card = EmulatedCard(FileStore.open(state), model=args.model, defects=profile)
+            servers.append(EmulatorServer(card, url, quickack=not args.no_quickack))
+    except HarnessError:
+        for s in servers:
+            s.card.store.close()
+        raise
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    threads = [threading.Thread(target=s.serve_forever, name=s.url, daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    ready = [
+        {
+            "state": s.card.store.state.name,
+            "url": s.url,
+            "instance": s.instance_id.hex(),
+            "atr": s.card.atr.hex().upper(),
+            "defects": s.card.defects.describe(),
+        }
+        for s in servers
+    ]
+    if args.ready_file:
+        Path(args.ready_file).write_text(json.dumps(ready, indent=1))
+    for r in ready:
+        print(
+            f"serving {r['state']!r} on {r['url']} (instance {r['instance']}, "
+            f"defects {r['defects']})",
+            flush=True,
+        )
+    stop.wait()
+    for s in servers:
+        s.stop()
+    for t in threads:
+        t.join(2)
+    for s in servers:
+        s.card.store.close()
+    print("stopped", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pinloop", description=__doc__.splitlines()[0] if __doc__ else None
@@ -194,6 +255,25 @@ def build_parser() -> argparse.ArgumentParser:
     apdu.add_argument("--defect", help="defect profile, e.g. no-decrement")
     apdu.add_argument("--reveal", action="store_true", help="UNSAFE: do not mask PINs")
     apdu.set_defaults(func=cmd_card_apdu)
+
+    emu = sub.add_parser("emulate", help="serve emulated cards on vpcd links (pcscd, serial)")
+    emu.add_argument(
+        "cards",
+        nargs="+",
+        metavar="STATE[@URL]",
+        help="card state file, optionally @ a pyserial URL (default: vpcd slot "
+        "n on socket://127.0.0.1:3596(3+n))",
+    )
+    emu.add_argument("--model", choices=sorted(MODELS), help="override the card's model")
+    emu.add_argument("--defect", help="defect profile for every card served")
+    emu.add_argument("--ready-file", help="write the instance ids (JSON) here once serving")
+    emu.add_argument(
+        "--no-quickack",
+        action="store_true",
+        help="measurement only: leave TCP_QUICKACK off (44 ms per APDU on vpcd)",
+    )
+    emu.add_argument("-v", "--verbose", action="store_true")
+    emu.set_defaults(func=cmd_emulate)
 
     smoke = sub.add_parser("smoke", help="a short PIN sequence against an in-process card")
     smoke.add_argument("--config", default=str(DEFAULT_CONFIG_PATH))

@@ -88,3 +88,39 @@ class CardPowerLost(HarnessError):
 
 class CardNotPowered(HarnessError):
     """A command was sent to a card that is not powered on."""
+
+
+class TransportError(HarnessError):
+    """The path to the card failed; the card's state after the failed call is unknown."""
+
+
+class TransportTimeout(TransportError):
+    """A call to the reader or link did not return before its deadline."""
+
+
+class NoCard(TransportError):
+    """No card in the reader."""
+
+
+class CardRemoved(TransportError):
+    """The card left the reader (or the emulator behind a virtual reader went away)."""
+
+
+class CardReset(TransportError):
+    """Another party reset the card; the session (selection, verified state) is gone."""
+
+
+class ReaderGone(TransportError):
+    """The reader is unknown or was unplugged."""
+
+
+class SharingViolation(TransportError):
+    """Another process holds the card in exclusive mode."""
+
+
+class DaemonGone(TransportError):
+    """The PC/SC daemon is not running or went away."""
+
+
+class StaleEmulator(TransportError):
+    """The card in a virtual reader is not the emulator this run started."""

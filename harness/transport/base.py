@@ -1,0 +1,54 @@
+"""What every transport offers, and the T=0 response handling they share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from harness.apdu.model import CommandAPDU, ResponseAPDU
+
+#: default deadline of one call to a card or reader, in seconds
+DEFAULT_DEADLINE = 5.0
+#: GET RESPONSE / 6Cxx rounds before the card is declared to loop
+MAX_CHAINED_RESPONSES = 64
+
+
+class Transport(Protocol):
+    """A way to reach one card. Every call returns or raises a TransportError in time."""
+
+    name: str
+
+    @property
+    def atr(self) -> bytes: ...
+
+    def transmit(self, cmd: CommandAPDU) -> ResponseAPDU: ...
+
+    def power_cycle(self) -> bytes:
+        """Cold reset (power off, power on); the new ATR."""
+
+    def reset(self) -> bytes:
+        """Warm reset; the new ATR."""
+
+    def close(self) -> None: ...
+
+
+def exchange(send: Callable[[bytes], bytes], cmd: CommandAPDU) -> ResponseAPDU:
+    """Send ``cmd`` and resolve the T=0 procedures ``61 xx`` (GET RESPONSE) and ``6C xx``.
+
+    ``send`` carries raw bytes both ways. A T=1 card such as the My Number card never asks
+    for them, but readers in T=0 or some drivers do.
+    """
+    resp = ResponseAPDU.parse(send(cmd.to_bytes()))
+    if resp.sw1 == 0x6C and cmd.le is not None:
+        retry = CommandAPDU(cmd.cla, cmd.ins, cmd.p1, cmd.p2, cmd.data, le=resp.sw2 or 256)
+        resp = ResponseAPDU.parse(send(retry.to_bytes()))
+    data = bytearray(resp.data)
+    rounds = 0
+    while resp.sw1 == 0x61:
+        rounds += 1
+        if rounds > MAX_CHAINED_RESPONSES:
+            break
+        get = CommandAPDU(cmd.cla & 0x03, 0xC0, 0x00, 0x00, le=resp.sw2 or 256)
+        resp = ResponseAPDU.parse(send(get.to_bytes()))
+        data += resp.data
+    return ResponseAPDU(bytes(data), resp.sw)
