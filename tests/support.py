@@ -53,3 +53,48 @@ class Host:
         right = self.secrets[pin_id]
         first = b"0" if right[:1] != b"0" else b"1"
         return first + right[1:]
+
+
+class FdPort:
+    """The part of pyserial's port interface :class:`SerialLink` uses, over a raw fd.
+
+    Tests use it for the master side of a pty pair (pyserial opens the slave by path).
+    """
+
+    def __init__(self, fd: int, timeout: float = 0.05) -> None:
+        self.fd = fd
+        self.timeout = timeout
+        self.is_open = True
+
+    def read(self, size: int = 1) -> bytes:
+        import os
+        import select
+
+        out = b""
+        while len(out) < size:
+            ready, _, _ = select.select([self.fd], [], [], self.timeout)
+            if not ready:
+                break
+            chunk = os.read(self.fd, size - len(out))
+            if not chunk:
+                raise OSError("pty closed")
+            out += chunk
+        return out
+
+    def write(self, data: bytes) -> int:
+        import os
+
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        import os
+
+        if self.is_open:
+            os.close(self.fd)
+            self.is_open = False

@@ -1,0 +1,179 @@
+"""Faults on the real PC/SC path: each is a typed error within the deadline, never a hang."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.apdu import commands as C
+from harness.emulator import CardState
+from harness.errors import (
+    CardRemoved,
+    DaemonGone,
+    NoCard,
+    ReaderGone,
+    SharingViolation,
+    StaleEmulator,
+    TransportError,
+    TransportTimeout,
+)
+from harness.lab.pcscd import LabError, Pcscd
+from harness.transport.identity import require_emulator
+from harness.transport.pcsc import PcscTransport, list_readers, wait_for_card
+from tests.pcsc_lab import EmulatorProcess, require_pcsc
+
+JPKI = C.select_df(bytes.fromhex("D392F000260100000001"))
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Pcscd]:
+    """A pcscd of this test's own, so that a test may stop it."""
+    require_pcsc()
+    daemon = Pcscd(tmp_path / "pcscd.log", slots=2)
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def emulators(tmp_path: Path) -> Iterator[list[EmulatorProcess]]:
+    started: list[EmulatorProcess] = []
+    yield started
+    for emu in started:
+        emu.kill()
+
+
+def _later(delay: float, action: Callable[[], None]) -> threading.Thread:
+    t = threading.Thread(target=lambda: (time.sleep(delay), action()), daemon=True)
+    t.start()
+    return t
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t = time.monotonic()
+    fn()
+    return time.monotonic() - t
+
+
+def test_emulator_killed_mid_transmit(lab: Pcscd, emulators: list[EmulatorProcess],
+                                      template_state: CardState, tmp_path: Path) -> None:
+    slot = lab.slots[0]
+    emu = EmulatorProcess(template_state, tmp_path, slot.url, defect="fixed-delay:fixed_delay_ms=1500")
+    emulators.append(emu)
+    wait_for_card(slot.reader, 5)
+    with PcscTransport(slot.reader, deadline=5) as transport:
+        _later(0.3, emu.kill)
+        t = time.monotonic()
+        with pytest.raises(CardRemoved):
+            transport.transmit(JPKI)
+        assert time.monotonic() - t < 1.5  # before the 1.5 s answer, far before the deadline
+    wait_for_card(slot.reader, 2, present=False)  # the reader noticed the card left
+
+
+def test_pcscd_stopped_mid_transmit(lab: Pcscd, emulators: list[EmulatorProcess],
+                                    template_state: CardState, tmp_path: Path) -> None:
+    slot = lab.slots[0]
+    emulators.append(EmulatorProcess(template_state, tmp_path, slot.url,
+                                     defect="fixed-delay:fixed_delay_ms=1500"))
+    wait_for_card(slot.reader, 5)
+    transport = PcscTransport(slot.reader, deadline=5)
+    _later(0.3, lab.stop)
+    t = time.monotonic()
+    with pytest.raises(DaemonGone):
+        transport.transmit(JPKI)
+    assert time.monotonic() - t < 1.5
+    transport.close()
+    with pytest.raises(DaemonGone):
+        list_readers()
+    with pytest.raises(DaemonGone):
+        PcscTransport(slot.reader)
+
+
+def test_a_hung_emulator_is_a_timeout_at_the_deadline(
+    lab: Pcscd, emulators: list[EmulatorProcess], template_state: CardState, tmp_path: Path
+) -> None:
+    slot = lab.slots[0]
+    emulators.append(EmulatorProcess(template_state, tmp_path, slot.url,
+                                     defect="fixed-delay:fixed_delay_ms=30000"))
+    wait_for_card(slot.reader, 5)
+    transport = PcscTransport(slot.reader, deadline=1.0)
+    elapsed = _timed(lambda: pytest.raises(TransportTimeout, transport.transmit, JPKI))
+    assert 0.95 < elapsed < 1.5
+    with pytest.raises(TransportTimeout, match="broken"):  # no silent reuse after a timeout
+        transport.transmit(JPKI)
+    transport.close()
+
+
+def test_the_emulator_reconnects_when_pcscd_restarts(
+    lab: Pcscd, emulators: list[EmulatorProcess], template_state: CardState, tmp_path: Path
+) -> None:
+    slot = lab.slots[0]
+    emu = EmulatorProcess(template_state, tmp_path, slot.url)
+    emulators.append(emu)
+    wait_for_card(slot.reader, 5)
+    lab.stop()
+    lab.start()
+    wait_for_card(slot.reader, 5)
+    with PcscTransport(slot.reader) as transport:
+        require_emulator(transport, emu.instance_id)
+        assert transport.transmit(JPKI).ok
+
+
+def test_a_stale_emulator_on_the_port_is_detected(
+    lab: Pcscd, emulators: list[EmulatorProcess], template_state: CardState, tmp_path: Path
+) -> None:
+    slot = lab.slots[0]
+    ours = EmulatorProcess(template_state, tmp_path, slot.url, name="ours")
+    emulators.append(ours)
+    wait_for_card(slot.reader, 5)
+    stale = EmulatorProcess(template_state, tmp_path, slot.url, name="stale")  # in the backlog
+    emulators.append(stale)
+    ours.kill()
+    # the stale one silently becomes the card at vpcd's next poll; the reader may never
+    # even look empty, so retry until a card answers again
+    deadline = time.monotonic() + 5
+    while True:
+        attempt: PcscTransport | None = None
+        try:
+            attempt = PcscTransport(slot.reader)
+            attempt.transmit(JPKI)
+            break
+        except TransportError:
+            if attempt is not None:
+                attempt.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    transport = attempt
+    with transport:
+        with pytest.raises(StaleEmulator, match="stale emulator"):
+            require_emulator(transport, ours.instance_id)
+        require_emulator(transport, stale.instance_id)
+
+
+def test_typed_errors_for_reader_and_card(lab: Pcscd, emulators: list[EmulatorProcess],
+                                          template_state: CardState, tmp_path: Path) -> None:
+    assert [s.reader for s in lab.slots] == list_readers()
+    with pytest.raises(ReaderGone):
+        PcscTransport("No Such Reader 00 00")
+    with pytest.raises(NoCard):
+        PcscTransport(lab.slots[1].reader)  # nobody serves slot 1
+    slot = lab.slots[0]
+    emulators.append(EmulatorProcess(template_state, tmp_path, slot.url))
+    wait_for_card(slot.reader, 5)
+    with PcscTransport(slot.reader) as first:
+        with pytest.raises(SharingViolation):
+            PcscTransport(slot.reader)
+        assert first.transmit(JPKI).ok
+    with pytest.raises(TransportTimeout):
+        wait_for_card(lab.slots[1].reader, 0.3)
+
+
+def test_a_foreign_pcscd_is_never_touched(lab: Pcscd, tmp_path: Path) -> None:
+    with pytest.raises(LabError, match="another pcscd"):
+        Pcscd(tmp_path / "second.log").start()
+    assert lab.running
