@@ -74,8 +74,15 @@ def log_tail(path: Path, lines: int = 20) -> str:
 class EmulatorProcess:
     """``pinloop emulate`` in a child process, serving one card state on one URL."""
 
-    def __init__(self, state: CardState, workdir: Path, url: str, *, defect: str | None = None,
-                 name: str = "emu") -> None:
+    def __init__(
+        self,
+        state: CardState,
+        workdir: Path,
+        url: str,
+        *,
+        defect: str | None = None,
+        name: str = "emu",
+    ) -> None:
         import json
         import subprocess
         import sys
@@ -88,8 +95,16 @@ class EmulatorProcess:
         ready = workdir / f"{name}.ready"
         ready.unlink(missing_ok=True)
         self.log_path = workdir / f"{name}.log"
-        args = [sys.executable, "-m", "harness.cli", "emulate", f"{self.state_path}@{url}",
-                "--ready-file", str(ready), "-v"]
+        args = [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "emulate",
+            f"{self.state_path}@{url}",
+            "--ready-file",
+            str(ready),
+            "-v",
+        ]
         if defect:
             args += ["--defect", defect]
         with self.log_path.open("wb") as log:

@@ -86,7 +86,7 @@ class FdPort:
 
         view = memoryview(data)
         while view:
-            view = view[os.write(self.fd, view):]
+            view = view[os.write(self.fd, view) :]
         return len(data)
 
     def flush(self) -> None:

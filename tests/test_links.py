@@ -66,8 +66,9 @@ def test_server_identifies_itself_but_the_card_does_not(server: EmulatorServer) 
     assert server.card.transmit(IDENTIFY.to_bytes()) == b"\x6d\x00"  # the card OS: unknown INS
 
 
-def test_a_card_bug_never_kills_the_server(server: EmulatorServer,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_card_bug_never_kills_the_server(
+    server: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server.handle(b"\x01")
 
     def boom(raw: bytes) -> bytes:
@@ -92,8 +93,7 @@ def loop_transport(state: CardState) -> tuple[VpcdHostTransport, EmulatorServer]
     return VpcdHostTransport(host_link, pump=pump, name="loop://"), server
 
 
-def pty_transport(state: CardState) -> tuple[VpcdHostTransport, EmulatorServer,
-                                             threading.Thread]:
+def pty_transport(state: CardState) -> tuple[VpcdHostTransport, EmulatorServer, threading.Thread]:
     master, slave = os.openpty()
     path = os.ttyname(slave)
     server = EmulatorServer(EmulatedCard(MemoryStore(copy_state(state))), path)
@@ -101,8 +101,11 @@ def pty_transport(state: CardState) -> tuple[VpcdHostTransport, EmulatorServer,
     os.close(slave)  # pyserial holds its own descriptor
     thread = threading.Thread(target=server.attach, args=(link,), daemon=True)
     thread.start()
-    host = VpcdHostTransport(SerialLink(FdPort(master), url=f"pty master of {path}"),  # type: ignore[arg-type]
-                             deadline=2.0, name=f"pty {path}")
+    host = VpcdHostTransport(
+        SerialLink(FdPort(master), url=f"pty master of {path}"),  # type: ignore[arg-type]
+        deadline=2.0,
+        name=f"pty {path}",
+    )
     return host, server, thread
 
 

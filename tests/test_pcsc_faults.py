@@ -59,10 +59,13 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.monotonic() - t
 
 
-def test_emulator_killed_mid_transmit(lab: Pcscd, emulators: list[EmulatorProcess],
-                                      template_state: CardState, tmp_path: Path) -> None:
+def test_emulator_killed_mid_transmit(
+    lab: Pcscd, emulators: list[EmulatorProcess], template_state: CardState, tmp_path: Path
+) -> None:
     slot = lab.slots[0]
-    emu = EmulatorProcess(template_state, tmp_path, slot.url, defect="fixed-delay:fixed_delay_ms=1500")
+    emu = EmulatorProcess(
+        template_state, tmp_path, slot.url, defect="fixed-delay:fixed_delay_ms=1500"
+    )
     emulators.append(emu)
     wait_for_card(slot.reader, 5)
     with PcscTransport(slot.reader, deadline=5) as transport:
@@ -74,11 +77,15 @@ def test_emulator_killed_mid_transmit(lab: Pcscd, emulators: list[EmulatorProces
     wait_for_card(slot.reader, 2, present=False)  # the reader noticed the card left
 
 
-def test_pcscd_stopped_mid_transmit(lab: Pcscd, emulators: list[EmulatorProcess],
-                                    template_state: CardState, tmp_path: Path) -> None:
+def test_pcscd_stopped_mid_transmit(
+    lab: Pcscd, emulators: list[EmulatorProcess], template_state: CardState, tmp_path: Path
+) -> None:
     slot = lab.slots[0]
-    emulators.append(EmulatorProcess(template_state, tmp_path, slot.url,
-                                     defect="fixed-delay:fixed_delay_ms=1500"))
+    emulators.append(
+        EmulatorProcess(
+            template_state, tmp_path, slot.url, defect="fixed-delay:fixed_delay_ms=1500"
+        )
+    )
     wait_for_card(slot.reader, 5)
     transport = PcscTransport(slot.reader, deadline=5)
     _later(0.3, lab.stop)
@@ -97,8 +104,11 @@ def test_a_hung_emulator_is_a_timeout_at_the_deadline(
     lab: Pcscd, emulators: list[EmulatorProcess], template_state: CardState, tmp_path: Path
 ) -> None:
     slot = lab.slots[0]
-    emulators.append(EmulatorProcess(template_state, tmp_path, slot.url,
-                                     defect="fixed-delay:fixed_delay_ms=30000"))
+    emulators.append(
+        EmulatorProcess(
+            template_state, tmp_path, slot.url, defect="fixed-delay:fixed_delay_ms=30000"
+        )
+    )
     wait_for_card(slot.reader, 5)
     transport = PcscTransport(slot.reader, deadline=1.0)
     elapsed = _timed(lambda: pytest.raises(TransportTimeout, transport.transmit, JPKI))
@@ -155,8 +165,9 @@ def test_a_stale_emulator_on_the_port_is_detected(
         require_emulator(transport, stale.instance_id)
 
 
-def test_typed_errors_for_reader_and_card(lab: Pcscd, emulators: list[EmulatorProcess],
-                                          template_state: CardState, tmp_path: Path) -> None:
+def test_typed_errors_for_reader_and_card(
+    lab: Pcscd, emulators: list[EmulatorProcess], template_state: CardState, tmp_path: Path
+) -> None:
     assert [s.reader for s in lab.slots] == list_readers()
     with pytest.raises(ReaderGone):
         PcscTransport("No Such Reader 00 00")

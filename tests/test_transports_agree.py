@@ -28,20 +28,37 @@ POWER = "power cycle"
 def sequence(secret: bytes, sign_pw: bytes) -> list[CommandAPDU | str]:
     digest = C.sha256_digest_info(hashlib.sha256(b"same on every path").digest())
     return [
-        C.select_df(JPKI), C.select_ef(0x0018), C.pin_status(),
-        C.verify(b"0000"), C.verify(b"0000"), C.pin_status(), C.verify(secret),
-        C.select_ef(0x0017), C.compute_signature(digest),
-        C.read_binary(0, 4, sfi=0x0A), C.read_binary(0, 256, sfi=0x0A),
+        C.select_df(JPKI),
+        C.select_ef(0x0018),
+        C.pin_status(),
+        C.verify(b"0000"),
+        C.verify(b"0000"),
+        C.pin_status(),
+        C.verify(secret),
+        C.select_ef(0x0017),
+        C.compute_signature(digest),
+        C.read_binary(0, 4, sfi=0x0A),
+        C.read_binary(0, 256, sfi=0x0A),
         C.read_binary(0, 65536, sfi=0x0A),  # extended Le: the whole certificate
         C.read_binary(0, 4, sfi=0x01),  # 6982 before the sign password
-        C.select_ef(0x001B), C.verify(sign_pw.lower()), C.verify(sign_pw),
-        C.read_binary(0x80, 64, sfi=0x01), C.select_ef(0x0018), C.verify(secret),
+        C.select_ef(0x001B),
+        C.verify(sign_pw.lower()),
+        C.verify(sign_pw),
+        C.read_binary(0x80, 64, sfi=0x01),
+        C.select_ef(0x0018),
+        C.verify(secret),
         C.change_reference_data(b"4321"),
         POWER,
-        C.select_df(JPKI), C.select_ef(0x0018), C.verify(secret), C.verify(b"4321"),
-        C.select_df(bytes.fromhex("D3921000310001010100")), C.read_record(1, sfi=1),
-        CommandAPDU.from_hex("00CA004200"), CommandAPDU.from_hex("A0A4040C01D3"),
-        CommandAPDU.from_hex("00B00000"), C.verify(b"12"),
+        C.select_df(JPKI),
+        C.select_ef(0x0018),
+        C.verify(secret),
+        C.verify(b"4321"),
+        C.select_df(bytes.fromhex("D3921000310001010100")),
+        C.read_record(1, sfi=1),
+        CommandAPDU.from_hex("00CA004200"),
+        CommandAPDU.from_hex("A0A4040C01D3"),
+        CommandAPDU.from_hex("00B00000"),
+        C.verify(b"12"),
     ]
 
 
@@ -75,14 +92,16 @@ def test_reference_run_exercises_the_card(reference: list[object]) -> None:
     assert any(isinstance(r, tuple) and len(r[0]) > 256 for r in reference)  # extended read
 
 
-def test_loop_url_agrees(template_state: CardState, steps: list[CommandAPDU | str],
-                         reference: list[object]) -> None:
+def test_loop_url_agrees(
+    template_state: CardState, steps: list[CommandAPDU | str], reference: list[object]
+) -> None:
     host, _server = loop_transport(template_state)
     assert run(host, steps) == reference
 
 
-def test_pty_agrees(template_state: CardState, steps: list[CommandAPDU | str],
-                    reference: list[object]) -> None:
+def test_pty_agrees(
+    template_state: CardState, steps: list[CommandAPDU | str], reference: list[object]
+) -> None:
     host, server, thread = pty_transport(template_state)
     try:
         assert run(host, steps) == reference
@@ -99,8 +118,9 @@ def served(pcscd: Pcscd, template_state: CardState) -> Iterator[ServedCard]:  # 
     card.stop()
 
 
-def test_pcscd_vpcd_agrees(served: ServedCard, steps: list[CommandAPDU | str],
-                           reference: list[object]) -> None:
+def test_pcscd_vpcd_agrees(
+    served: ServedCard, steps: list[CommandAPDU | str], reference: list[object]
+) -> None:
     from harness.transport.identity import require_emulator
     from harness.transport.pcsc import PcscTransport
 

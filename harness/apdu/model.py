@@ -52,6 +52,8 @@ class CommandAPDU:
     data: bytes = b""
     le: int | None = None
     extended: bool = False
+    #: the encoding, computed once: a command object is usually sent many times
+    _raw: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("cla", "ins", "p1", "p2"):
@@ -62,6 +64,7 @@ class CommandAPDU:
             raise APDUFormatError(f"command data of {len(self.data)} bytes exceeds 65535")
         if self.le is not None and not 1 <= self.le <= EXTENDED_MAX_LE:
             raise APDUFormatError(f"Le must be 1..65536 bytes, got {self.le}")
+        object.__setattr__(self, "_raw", self._encode())
 
     @property
     def case(self) -> int:
@@ -86,6 +89,9 @@ class CommandAPDU:
         return bytes((self.cla, self.ins, self.p1, self.p2))
 
     def to_bytes(self) -> bytes:
+        return self._raw
+
+    def _encode(self) -> bytes:
         out = bytearray(self.header)
         ext = self.is_extended
         if self.data:

@@ -38,7 +38,10 @@ def exchange(send: Callable[[bytes], bytes], cmd: CommandAPDU) -> ResponseAPDU:
     ``send`` carries raw bytes both ways. A T=1 card such as the My Number card never asks
     for them, but readers in T=0 or some drivers do.
     """
-    resp = ResponseAPDU.parse(send(cmd.to_bytes()))
+    raw = send(cmd.to_bytes())
+    if len(raw) >= 2 and raw[-2] not in (0x61, 0x6C):  # the common case: one exchange
+        return ResponseAPDU(raw[:-2], (raw[-2] << 8) | raw[-1])
+    resp = ResponseAPDU.parse(raw)
     if resp.sw1 == 0x6C and cmd.le is not None:
         retry = CommandAPDU(cmd.cla, cmd.ins, cmd.p1, cmd.p2, cmd.data, le=resp.sw2 or 256)
         resp = ResponseAPDU.parse(send(retry.to_bytes()))

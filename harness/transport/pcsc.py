@@ -290,7 +290,43 @@ class PcscTransport:
         return {S.SCARD_PROTOCOL_T0: "T=0", S.SCARD_PROTOCOL_T1: "T=1"}.get(self._protocol, "?")
 
     def transmit(self, cmd: CommandAPDU) -> ResponseAPDU:
+        # The hot path of every run, inlined: one SCardTransmit under the deadline, and a
+        # response that needs no T=0 procedure. Anything else takes the general path.
+        card = self._card
+        if card is not None and not self._broken:
+            self._due = time.monotonic() + self.deadline
+            try:
+                rv, resp = S.SCardTransmit(card, self._protocol, list(cmd.to_bytes()))
+            finally:
+                self._due = None
+            if (
+                rv == S.SCARD_S_SUCCESS
+                and not self._broken
+                and len(resp) >= 2
+                and resp[-2] not in (0x61, 0x6C)
+            ):
+                return ResponseAPDU(bytes(resp[:-2]), (resp[-2] << 8) | resp[-1])
+            if rv != S.SCARD_S_SUCCESS or self._broken or len(resp) < 2:
+                return self._call(lambda: self._fail(rv, resp), "transmit")
+            first = bytes(resp)
+            return self._call(lambda: exchange(self._then(first), cmd), "transmit")
         return self._call(lambda: exchange(self._send, cmd), "transmit")
+
+    def _fail(self, rv: int, resp: list[int]) -> ResponseAPDU:
+        """Raise what a failed fast-path exchange means (in :meth:`_call`'s frame)."""
+        if self._broken:
+            raise TransportError("deadline")  # _call turns it into TransportTimeout
+        check(rv, "transmit", self.name)
+        raise CardRemoved(f"{self.name}: card returned no valid response ({len(resp)} bytes)")
+
+    def _then(self, first: bytes) -> Callable[[bytes], bytes]:
+        """A sender whose first answer is ``first`` (already received), then real sends."""
+        answers = [first]
+
+        def send(raw: bytes) -> bytes:
+            return answers.pop() if answers else self._send(raw)
+
+        return send
 
     def transmit_raw(self, raw: bytes) -> bytes:
         return self._call(lambda: self._send(raw), "transmit")
