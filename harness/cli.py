@@ -7,23 +7,22 @@ Errors print as one or a few lines, never as a traceback.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from harness import __version__
-from harness.apdu import commands as C
-from harness.apdu import render_command, render_raw_command, render_response
+from harness.apdu import render_raw_command, render_response
 from harness.apdu import sw as SW
-from harness.apdu.model import CommandAPDU, ResponseAPDU, from_hex, to_hex
+from harness.apdu.model import ResponseAPDU, from_hex, to_hex
 from harness.emulator import EmulatedCard, FileStore, load_card_config, parse_profile, personalise
 from harness.emulator.config import DEFAULT_CONFIG_PATH
-from harness.emulator.layout import APPS_BY_ID, PINS, PINS_BY_ID
+from harness.emulator.layout import PINS
 from harness.emulator.models import MODELS
 from harness.errors import DeviceDefect, HarnessError
+from harness.readerprofile import READERS_DIR
 
 
 def _open_card(state: str, defect: str | None) -> EmulatedCard:
@@ -81,127 +80,59 @@ def cmd_card_apdu(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Smoke:
-    """A fixed PIN sequence with expectations; a stand-in for the scenario suite."""
-
-    def __init__(self, card: EmulatedCard, secrets: dict[str, bytes], reveal: bool) -> None:
-        self.card = card
-        self.secrets = secrets
-        self.reveal = reveal
-        self.failures: list[str] = []
-        self.checks = 0
-
-    def send(self, cmd: CommandAPDU, expect: int | None = None) -> ResponseAPDU:
-        resp = ResponseAPDU.parse(self.card.transmit(cmd.to_bytes()))
-        verdict = ""
-        if expect is not None:
-            self.checks += 1
-            if resp.sw == expect:
-                verdict = "ok"
-            else:
-                verdict = f"FAIL: expected {SW.describe(expect)}"
-                self.failures.append(
-                    f"{render_command(cmd)} → {SW.describe(resp.sw)}; "
-                    f"expected {SW.describe(expect)}"
-                )
-        shown = render_command(cmd, reveal=self.reveal)
-        if len(shown) > 46:
-            shown = shown[:36] + f"… ({len(cmd.to_bytes())} B)"
-        print(f"  >> {shown:46} << {resp.sw:04X}  {verdict}")
-        return resp
-
-    def goto(self, pin_id: str) -> None:
-        spec = PINS_BY_ID[pin_id]
-        self.send(C.select_df(APPS_BY_ID[spec.app].aid), SW.OK)
-        self.send(C.select_ef(spec.fid), SW.OK)
-
-    def run(self) -> None:
-        wrong = b"0000" if self.secrets["jpki-auth"] != b"0000" else b"1111"
-        print("JPKI auth PIN: wrong x2, right, status query, sign")
-        self.goto("jpki-auth")
-        self.send(C.pin_status(), SW.retries(3))
-        self.send(C.verify(wrong), SW.retries(2))
-        self.send(C.verify(wrong), SW.retries(1))
-        self.send(C.pin_status(), SW.retries(1))
-        self.send(C.verify(self.secrets["jpki-auth"]), SW.OK)
-        self.send(C.pin_status(), SW.retries(3))
-        self.send(C.select_ef(0x0017), SW.OK)
-        digest = hashlib.sha256(b"pinloop smoke").digest()
-        sig = self.send(C.compute_signature(C.sha256_digest_info(digest)), SW.OK)
-        self.checks += 1
-        if len(sig.data) != 256:
-            self.failures.append(f"signature of {len(sig.data)} bytes, expected 256")
-        print("JPKI auth PIN: wrong x3 locks; power cycle keeps the lock")
-        self.goto("jpki-auth")
-        for left in (2, 1, 0):
-            self.send(C.verify(wrong), SW.retries(left))
-        self.send(C.verify(self.secrets["jpki-auth"]), SW.REFERENCE_DATA_BLOCKED)
-        self.card.power_off()
-        self.card.power_on()
-        self.goto("jpki-auth")
-        self.send(C.pin_status(), SW.retries(0))
-        print("sign password untouched; its certificate needs it")
-        self.goto("jpki-sign")
-        self.send(C.pin_status(), SW.retries(5))
-        self.send(C.read_binary(0, 4, sfi=0x01), SW.SECURITY_STATUS_NOT_SATISFIED)
-
-
 def cmd_smoke(args: argparse.Namespace) -> int:
-    config = load_card_config(args.config)
-    secrets = {k: v.encode() for k, v in config.secrets().items()}
-    with tempfile.TemporaryDirectory(prefix="pinloop-smoke-") as tmp:
-        path = Path(tmp) / "card.json"
-        FileStore.create(path, personalise(config))
-        card = _open_card(str(path), args.defect)
-        print(
-            f"smoke run on emulated card {config.name!r} ({card.model.name}), "
-            f"defects: {card.defects.describe()}, in-process"
-        )
-        smoke = _Smoke(card, secrets, args.reveal)
-        try:
-            smoke.run()
-        finally:
-            card.store.close()
-    passed = smoke.checks - len(smoke.failures)
-    print(f"smoke: {passed} passed, {len(smoke.failures)} failed")
-    if smoke.failures:
-        more = len(smoke.failures) - 1
-        raise DeviceDefect(smoke.failures[0] + (f" (and {more} more)" if more else ""))
+    from harness.smoke import run_smoke
+
+    result = run_smoke(
+        load_card_config(args.config), defect=args.defect, via=args.via, reveal=args.reveal
+    )
+    print(f"smoke: {result.passed} passed, {len(result.failures)} failed")
+    if result.failures:
+        more = len(result.failures) - 1
+        raise DeviceDefect(result.failures[0] + (f" (and {more} more)" if more else ""))
     return 0
 
 
-def cmd_emulate(args: argparse.Namespace) -> int:
-    """Serve emulated cards on links until SIGTERM/SIGINT; one ``STATE[@URL]`` per card."""
-    import json
+def _serve_until_signal(servers: list[Any], on_ready: Callable[[], None]) -> None:
+    """Run each EmulatorServer in a thread until SIGTERM/SIGINT, then stop them cleanly."""
     import signal
     import threading
 
-    from harness.links.vicc import EmulatorServer
-    from harness.links.vpcd import DEFAULT_PORT
-
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s: %(message)s",
-    )
-    profile = parse_profile(args.defect or "faithful")
-    servers: list[EmulatorServer] = []
-    try:
-        for slot, spec in enumerate(args.cards):
-            state, _, url = spec.partition("@")
-            url = url or f"socket://127.0.0.1:{DEFAULT_PORT + slot}"
-            card = EmulatedCard(FileStore.open(state), model=args.model, defects=profile)
-            servers.append(EmulatorServer(card, url, quickack=not args.no_quickack))
-    except HarnessError:
-        for s in servers:
-            s.card.store.close()
-        raise
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     threads = [threading.Thread(target=s.serve_forever, name=s.url, daemon=True) for s in servers]
     for t in threads:
         t.start()
-    ready = [
+    on_ready()
+    stop.wait()
+    for s in servers:
+        s.stop()
+    for t in threads:
+        t.join(2)
+
+
+def _servers(
+    specs: list[str], urls: list[str], model: str | None, defect: str | None, quickack: bool = True
+) -> list[Any]:
+    from harness.links.vicc import EmulatorServer
+
+    profile = parse_profile(defect or "faithful")
+    servers: list[EmulatorServer] = []
+    try:
+        for spec, default_url in zip(specs, urls, strict=True):
+            state, _, url = spec.partition("@")
+            card = EmulatedCard(FileStore.open(state), model=model, defects=profile)
+            servers.append(EmulatorServer(card, url or default_url, quickack=quickack))
+    except HarnessError:
+        for s in servers:
+            s.card.store.close()
+        raise
+    return servers
+
+
+def _describe(servers: list[Any]) -> list[dict[str, str]]:
+    return [
         {
             "state": s.card.store.state.name,
             "url": s.url,
@@ -211,22 +142,99 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         }
         for s in servers
     ]
-    if args.ready_file:
-        Path(args.ready_file).write_text(json.dumps(ready, indent=1))
-    for r in ready:
-        print(
-            f"serving {r['state']!r} on {r['url']} (instance {r['instance']}, "
-            f"defects {r['defects']})",
-            flush=True,
-        )
-    stop.wait()
-    for s in servers:
-        s.stop()
-    for t in threads:
-        t.join(2)
-    for s in servers:
-        s.card.store.close()
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    """Serve emulated cards on links until SIGTERM/SIGINT; one ``STATE[@URL]`` per card."""
+    import json
+
+    from harness.links.vpcd import DEFAULT_PORT
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
+    )
+    urls = [f"socket://127.0.0.1:{DEFAULT_PORT + i}" for i in range(len(args.cards))]
+    servers = _servers(args.cards, urls, args.model, args.defect, not args.no_quickack)
+
+    def ready() -> None:
+        info = _describe(servers)
+        if args.ready_file:
+            Path(args.ready_file).write_text(json.dumps(info, indent=1))
+        for r in info:
+            print(
+                f"serving {r['state']!r} on {r['url']} (instance {r['instance']}, "
+                f"defects {r['defects']})",
+                flush=True,
+            )
+
+    try:
+        _serve_until_signal(servers, ready)
+    finally:
+        for s in servers:
+            s.card.store.close()
     print("stopped", flush=True)
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    """pcscd with virtual readers and emulated cards in them, until SIGTERM/SIGINT."""
+    from harness.lab.pcscd import Pcscd
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    states = list(args.cards)
+    for i in range(len(states), args.slots):
+        path = workdir / f"card{i}.json"
+        if not path.exists():
+            FileStore.create(path, personalise(load_card_config(args.config)))
+        states.append(str(path))
+    lab = Pcscd(workdir / "pcscd.log", slots=max(args.slots, len(states)))
+    lab.start()
+    try:
+        servers = _servers(states, [s.url for s in lab.slots[: len(states)]], None, args.defect)
+
+        def ready() -> None:
+            print(f"pcscd pid {lab.pid}, log {lab.log_path}", flush=True)
+            for slot, r in zip(lab.slots, _describe(servers), strict=False):
+                print(
+                    f"{slot.reader!r}: card {r['state']!r} (instance {r['instance']}, "
+                    f"defects {r['defects']})",
+                    flush=True,
+                )
+            print("Ctrl-C or SIGTERM stops the lab", flush=True)
+
+        try:
+            _serve_until_signal(servers, ready)
+        finally:
+            for s in servers:
+                s.card.store.close()
+    finally:
+        lab.stop()
+    print("lab stopped", flush=True)
+    return 0
+
+
+def cmd_readers(args: argparse.Namespace) -> int:
+    from harness.readerprofile import UnknownReader, load_profiles, select_profile
+    from harness.transport.pcsc import reader_states
+
+    profiles = load_profiles(Path(args.profiles))
+    models = {m.atr: m.name for m in MODELS.values()}
+    states = reader_states()
+    if not states:
+        print("no readers")
+    for reader, present, atr in states:
+        try:
+            profile = select_profile(reader, profiles).name
+        except UnknownReader as exc:
+            profile = f"?? {exc}"
+        card = (
+            f"{to_hex(atr)} ({models.get(atr, 'not a known My Number ATR')})"
+            if present
+            else "no card"
+        )
+        print(f"{reader}\n    card:    {card}\n    profile: {profile}")
     return 0
 
 
@@ -275,9 +283,27 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("-v", "--verbose", action="store_true")
     emu.set_defaults(func=cmd_emulate)
 
+    lab = sub.add_parser("lab", help="start pcscd with emulated cards in virtual readers")
+    lab.add_argument("cards", nargs="*", metavar="STATE", help="card states (default: new ones)")
+    lab.add_argument("--slots", type=int, default=2, help="virtual readers (default 2)")
+    lab.add_argument("--workdir", default="reports/lab", help="pcscd log and new card states")
+    lab.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="config of new cards")
+    lab.add_argument("--defect", help="defect profile for every card")
+    lab.set_defaults(func=cmd_lab)
+
+    readers = sub.add_parser("readers", help="PC/SC readers, their cards and profiles")
+    readers.add_argument("--profiles", default=str(READERS_DIR), help="reader profile folder")
+    readers.set_defaults(func=cmd_readers)
+
     smoke = sub.add_parser("smoke", help="a short PIN sequence against an in-process card")
     smoke.add_argument("--config", default=str(DEFAULT_CONFIG_PATH))
     smoke.add_argument("--defect", help="defect profile for the emulated card")
+    smoke.add_argument(
+        "--via",
+        choices=["in-process", "pcscd"],
+        default="in-process",
+        help="pcscd: through pcscd + vpcd + pyscard (starts pcscd; needs root)",
+    )
     smoke.add_argument("--reveal", action="store_true", help="UNSAFE: do not mask PINs")
     smoke.set_defaults(func=cmd_smoke)
     return p

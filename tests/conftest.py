@@ -14,6 +14,8 @@ from harness.emulator.personalise import personalise
 from harness.emulator.state import PinState
 from tests.support import Host
 
+pytest_plugins = ["tests.pcsc_lab"]
+
 settings.register_profile("dev", max_examples=100)
 settings.register_profile(
     "ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]

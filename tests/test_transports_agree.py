@@ -18,7 +18,7 @@ from harness.lab.pcscd import Pcscd
 from harness.transport.base import Transport
 from harness.transport.inprocess import InProcessTransport
 from tests.conftest import copy_state
-from tests.pcsc_lab import ServedCard, pcscd  # noqa: F401 - fixture
+from tests.pcsc_lab import ServedCard
 from tests.test_links import loop_transport, pty_transport
 
 JPKI = bytes.fromhex("D392F000260100000001")
@@ -111,7 +111,7 @@ def test_pty_agrees(
 
 
 @pytest.fixture
-def served(pcscd: Pcscd, template_state: CardState) -> Iterator[ServedCard]:  # noqa: F811
+def served(pcscd: Pcscd, template_state: CardState) -> Iterator[ServedCard]:
     slot = pcscd.slots[0]
     card = ServedCard(template_state, slot.url, slot.reader)
     yield card

@@ -358,3 +358,21 @@ class PcscTransport:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def reader_states(deadline: float = DEFAULT_DEADLINE) -> list[tuple[str, bool, bytes]]:
+    """``(reader, card present, ATR)`` for every reader, without connecting to any card."""
+    readers = list_readers(deadline)
+    if not readers:
+        return []
+    ctx, sock = establish_context("pcscd")
+    if sock is not None:
+        sock.close()
+    try:
+        rv, states = S.SCardGetStatusChange(ctx, 0, [(r, S.SCARD_STATE_UNAWARE) for r in readers])
+        check(rv, "reader states", "pcscd")
+        return [
+            (name, bool(event & S.SCARD_STATE_PRESENT), bytes(atr)) for name, event, atr in states
+        ]
+    finally:
+        S.SCardReleaseContext(ctx)

@@ -1,0 +1,107 @@
+"""Reader profiles (``readers/*.yaml``): which reader a name is, and what it can do.
+
+A profile names a reader model by a regular expression on its PC/SC reader name, and says its
+interface, whether it carries extended APDUs, whether the card in it is pinloop's emulator, and
+its latency budgets. Each reader must match exactly one profile: none is an unknown reader,
+two are an ambiguity in the lab's configuration; both are errors, never a guess.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.config import load_validated
+from harness.errors import ConfigError, HarnessError
+
+READERS_DIR = Path(__file__).resolve().parent.parent / "readers"
+
+_BUDGET = {"type": "number", "exclusiveMinimum": 0, "description": "milliseconds, > 0"}
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "match", "interface"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "match": {
+            "type": "string",
+            "minLength": 1,
+            "description": "a regular expression matched against the PC/SC reader name",
+        },
+        "interface": {"enum": ["contact", "contactless", "virtual"]},
+        "extended_apdu": {"type": "boolean"},
+        "emulated": {
+            "type": "boolean",
+            "description": "true when the card in this reader is pinloop's emulator",
+        },
+        "timing": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {k: _BUDGET for k in ("verify_p50_ms", "verify_p95_ms", "verify_p99_ms")},
+        },
+        "notes": {"type": "string"},
+    },
+}
+
+
+class UnknownReader(HarnessError):
+    """A reader that no profile (or more than one) matches."""
+
+
+@dataclass(frozen=True)
+class ReaderProfile:
+    name: str
+    pattern: re.Pattern[str]
+    interface: str
+    extended_apdu: bool
+    emulated: bool
+    timing: dict[str, float]
+    source: str
+
+    def matches(self, reader: str) -> bool:
+        return self.pattern.search(reader) is not None
+
+
+def load_profile(path: Path) -> ReaderProfile:
+    doc = load_validated(path, SCHEMA)
+    data = doc.data
+    try:
+        pattern = re.compile(str(data["match"]))
+    except re.error as exc:
+        raise doc.error(f"match: not a regular expression: {exc}", ["match"]) from None
+    return ReaderProfile(
+        name=str(data["name"]),
+        pattern=pattern,
+        interface=str(data["interface"]),
+        extended_apdu=bool(data.get("extended_apdu", False)),
+        emulated=bool(data.get("emulated", False)),
+        timing={str(k): float(v) for k, v in (data.get("timing") or {}).items()},
+        source=str(path),
+    )
+
+
+def load_profiles(directory: Path = READERS_DIR) -> list[ReaderProfile]:
+    profiles = [load_profile(p) for p in sorted(directory.glob("*.yaml"))]
+    names: dict[str, str] = {}
+    for p in profiles:
+        if p.name in names:
+            raise ConfigError(f"profile name {p.name!r} is also used by {names[p.name]}")
+        names[p.name] = p.source
+    return profiles
+
+
+def select_profile(reader: str, profiles: list[ReaderProfile]) -> ReaderProfile:
+    """The one profile matching ``reader``; :class:`UnknownReader` for none or several."""
+    found = [p for p in profiles if p.matches(reader)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UnknownReader(
+            f"no reader profile matches {reader!r}; add one to readers/ "
+            f"(known: {', '.join(p.name for p in profiles) or 'none'})"
+        )
+    which = ", ".join(f"{p.name} ({p.source})" for p in found)
+    raise UnknownReader(f"several reader profiles match {reader!r}: {which}")

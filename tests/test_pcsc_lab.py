@@ -1,0 +1,63 @@
+"""The lab as a user runs it: several cards on several slots, emulate and lab commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.apdu import commands as C
+from harness.cli import main
+from harness.emulator import CardState
+from harness.lab.pcscd import Pcscd
+from harness.transport.identity import require_emulator
+from harness.transport.pcsc import PcscTransport, reader_states, wait_for_card
+from tests.pcsc_lab import EmulatorProcess
+
+
+def test_two_cards_on_two_slots_each_its_own(
+    pcscd: Pcscd,
+    template_state: CardState,
+    tmp_path: Path,
+) -> None:
+    emus = [
+        EmulatorProcess(template_state, tmp_path, slot.url, name=f"e{slot.index}")
+        for slot in pcscd.slots
+    ]
+    try:
+        for slot in pcscd.slots:
+            wait_for_card(slot.reader, 5)
+        with PcscTransport(pcscd.slots[0].reader) as a, PcscTransport(pcscd.slots[1].reader) as b:
+            require_emulator(a, emus[0].instance_id)
+            require_emulator(b, emus[1].instance_id)
+            a.transmit(C.select_df(bytes.fromhex("D392F000260100000001")))
+            a.transmit(C.select_ef(0x0018))
+            assert a.transmit(C.verify(b"0000")).sw == 0x63C2
+            b.transmit(C.select_df(bytes.fromhex("D392F000260100000001")))
+            b.transmit(C.select_ef(0x0018))
+            assert b.transmit(C.pin_status()).sw == 0x63C3  # independent cards
+        states = {r: (present, atr) for r, present, atr in reader_states()}
+        assert all(states[s.reader][0] for s in pcscd.slots)
+    finally:
+        for emu in emus:
+            emu.stop()
+            assert emu.proc.returncode == 0, emu.log_path.read_text()  # clean shutdown
+            assert "stopped" in emu.log_path.read_text()
+
+
+def test_readers_command(
+    pcscd: Pcscd,
+    template_state: CardState,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    emu = EmulatorProcess(template_state, tmp_path, pcscd.slots[0].url)
+    try:
+        wait_for_card(pcscd.slots[0].reader, 5)
+        assert main(["readers"]) == 0
+        out = capsys.readouterr().out
+        assert "Virtual PCD 00 00\n    card:    3B E0 00 FF 81 31 FE 45 14 (jpki-contact)" in out
+        assert "Virtual PCD 00 01\n    card:    no card" in out
+        assert out.count("profile: virtual-pcd") == 2
+    finally:
+        emu.stop()

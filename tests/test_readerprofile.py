@@ -1,0 +1,56 @@
+"""Reader profiles: schema errors with file:line, and exactly-one-match selection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.readerprofile import UnknownReader, load_profile, load_profiles, select_profile
+
+
+def test_the_shipped_profiles_load_and_match_virtual_readers() -> None:
+    profiles = load_profiles()
+    for reader in ("Virtual PCD 00 00", "Virtual PCD 00 01", "Virtual PCD A 00 01"):
+        assert select_profile(reader, profiles).name == "virtual-pcd"
+
+
+def _write(tmp: Path, name: str, text: str) -> Path:
+    p = tmp / f"{name}.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_none_or_several_matches_are_errors(tmp_path: Path) -> None:
+    _write(tmp_path, "a", "name: a\nmatch: '^ACS'\ninterface: contact\n")
+    _write(tmp_path, "b", "name: b\nmatch: 'ACR1252'\ninterface: contactless\n")
+    profiles = load_profiles(tmp_path)
+    assert select_profile("ACS ACR39U ICC Reader 00 00", profiles).name == "a"
+    with pytest.raises(UnknownReader, match="several reader profiles"):
+        select_profile("ACS ACR1252 1S CL Reader PICC 00 00", profiles)
+    with pytest.raises(UnknownReader, match="no reader profile matches"):
+        select_profile("SCM Microsystems SCR 3310 00 00", profiles)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("name: x\nmatch: '('\ninterface: contact\n", 2, "regular expression"),
+        ("name: x\nmatch: a\ninterface: usb\n", 3, "contactless"),
+        ("name: x\nmatch: a\ninterface: contact\ntiming:\n  verify_p50_ms: 0\n", 5, "> 0"),
+        ("name: x\ninterface: contact\n", 1, "'match' is a required property"),
+    ],
+)
+def test_profile_mistakes(tmp_path: Path, text: str, line: int, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_profile(_write(tmp_path, "p", text))
+    assert info.value.location is not None and info.value.location.line == line
+    assert words in info.value.render()
+
+
+def test_duplicate_profile_names(tmp_path: Path) -> None:
+    _write(tmp_path, "a", "name: same\nmatch: a\ninterface: contact\n")
+    _write(tmp_path, "b", "name: same\nmatch: b\ninterface: contact\n")
+    with pytest.raises(ConfigError, match="also used"):
+        load_profiles(tmp_path)
