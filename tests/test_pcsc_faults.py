@@ -47,6 +47,21 @@ def emulators(tmp_path: Path) -> Iterator[list[EmulatorProcess]]:
         emu.kill()
 
 
+def _serve(
+    lab: Pcscd,
+    emulators: list[EmulatorProcess],
+    state: CardState,
+    tmp: Path,
+    defect: str | None = None,
+    name: str = "emu",
+) -> EmulatorProcess:
+    """An emulator process on slot 0, its card present in the reader."""
+    emu = EmulatorProcess(state, tmp, lab.slots[0].url, defect=defect, name=name)
+    emulators.append(emu)
+    wait_for_card(lab.slots[0].reader, 5)
+    return emu
+
+
 def _later(delay: float, action: Callable[[], None]) -> threading.Thread:
     t = threading.Thread(target=lambda: (time.sleep(delay), action()), daemon=True)
     t.start()
@@ -63,11 +78,7 @@ def test_emulator_killed_mid_transmit(
     lab: Pcscd, emulators: list[EmulatorProcess], template_state: CardState, tmp_path: Path
 ) -> None:
     slot = lab.slots[0]
-    emu = EmulatorProcess(
-        template_state, tmp_path, slot.url, defect="fixed-delay:fixed_delay_ms=1500"
-    )
-    emulators.append(emu)
-    wait_for_card(slot.reader, 5)
+    emu = _serve(lab, emulators, template_state, tmp_path, defect="fixed-delay:fixed_delay_ms=1500")
     with PcscTransport(slot.reader, deadline=5) as transport:
         _later(0.3, emu.kill)
         t = time.monotonic()
@@ -81,12 +92,7 @@ def test_pcscd_stopped_mid_transmit(
     lab: Pcscd, emulators: list[EmulatorProcess], template_state: CardState, tmp_path: Path
 ) -> None:
     slot = lab.slots[0]
-    emulators.append(
-        EmulatorProcess(
-            template_state, tmp_path, slot.url, defect="fixed-delay:fixed_delay_ms=1500"
-        )
-    )
-    wait_for_card(slot.reader, 5)
+    _serve(lab, emulators, template_state, tmp_path, defect="fixed-delay:fixed_delay_ms=1500")
     transport = PcscTransport(slot.reader, deadline=5)
     _later(0.3, lab.stop)
     t = time.monotonic()
@@ -104,12 +110,7 @@ def test_a_hung_emulator_is_a_timeout_at_the_deadline(
     lab: Pcscd, emulators: list[EmulatorProcess], template_state: CardState, tmp_path: Path
 ) -> None:
     slot = lab.slots[0]
-    emulators.append(
-        EmulatorProcess(
-            template_state, tmp_path, slot.url, defect="fixed-delay:fixed_delay_ms=30000"
-        )
-    )
-    wait_for_card(slot.reader, 5)
+    _serve(lab, emulators, template_state, tmp_path, defect="fixed-delay:fixed_delay_ms=30000")
     transport = PcscTransport(slot.reader, deadline=1.0)
     elapsed = _timed(lambda: pytest.raises(TransportTimeout, transport.transmit, JPKI))
     assert 0.95 < elapsed < 1.5
@@ -122,9 +123,7 @@ def test_the_emulator_reconnects_when_pcscd_restarts(
     lab: Pcscd, emulators: list[EmulatorProcess], template_state: CardState, tmp_path: Path
 ) -> None:
     slot = lab.slots[0]
-    emu = EmulatorProcess(template_state, tmp_path, slot.url)
-    emulators.append(emu)
-    wait_for_card(slot.reader, 5)
+    emu = _serve(lab, emulators, template_state, tmp_path)
     lab.stop()
     lab.start()
     wait_for_card(slot.reader, 5)
@@ -137,9 +136,7 @@ def test_a_stale_emulator_on_the_port_is_detected(
     lab: Pcscd, emulators: list[EmulatorProcess], template_state: CardState, tmp_path: Path
 ) -> None:
     slot = lab.slots[0]
-    ours = EmulatorProcess(template_state, tmp_path, slot.url, name="ours")
-    emulators.append(ours)
-    wait_for_card(slot.reader, 5)
+    ours = _serve(lab, emulators, template_state, tmp_path, name="ours")
     stale = EmulatorProcess(template_state, tmp_path, slot.url, name="stale")  # in the backlog
     emulators.append(stale)
     ours.kill()
@@ -174,8 +171,7 @@ def test_typed_errors_for_reader_and_card(
     with pytest.raises(NoCard):
         PcscTransport(lab.slots[1].reader)  # nobody serves slot 1
     slot = lab.slots[0]
-    emulators.append(EmulatorProcess(template_state, tmp_path, slot.url))
-    wait_for_card(slot.reader, 5)
+    _serve(lab, emulators, template_state, tmp_path)
     with PcscTransport(slot.reader) as first:
         with pytest.raises(SharingViolation):
             PcscTransport(slot.reader)

@@ -28,7 +28,6 @@ import hmac
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU, ResponseAPDU
@@ -77,12 +76,6 @@ def _busy_wait_ns(ns: int) -> None:
     end = time.perf_counter_ns() + ns
     while time.perf_counter_ns() < end:
         pass
-
-
-@dataclass
-class _Resolved:
-    pin: PinSpec | None = None
-    error: ResponseAPDU | None = None
 
 
 class EmulatedCard:
@@ -251,21 +244,28 @@ class EmulatedCard:
             return _OK if self._df is not None else _r(SW.INCORRECT_P1P2)
         return _r(SW.INCORRECT_P1P2)
 
-    def _resolve_pin(self, p2: int) -> _Resolved:
-        """P2 80 = the current EF, 80|SFI = that EF of the current DF."""
+    def _resolve_pin(self, p2: int) -> PinSpec | ResponseAPDU:
+        """P2 80 = the current EF, 80|SFI = that EF of the current DF; else the error."""
         if p2 & 0x80 == 0 or p2 & 0x60:
-            return _Resolved(error=_r(SW.INCORRECT_P1P2))
+            return _r(SW.INCORRECT_P1P2)
         if self._df is None:
-            return _Resolved(error=_r(SW.FILE_NOT_FOUND))
+            return _r(SW.FILE_NOT_FOUND)
         fid = p2 & 0x1F or self._ef
         if fid is None:
-            return _Resolved(error=_r(SW.NO_CURRENT_EF))
+            return _r(SW.NO_CURRENT_EF)
         pin = self._df.pins.get(fid)
         if pin is None:
             sw = SW.INCOMPATIBLE_FILE_STRUCTURE if fid in self._df.files else SW.FILE_NOT_FOUND
-            return _Resolved(error=_r(sw))
+            return _r(sw)
         self.last_pin = pin.id
-        return _Resolved(pin=pin)
+        return pin
+
+    def _pin_with_data(self, cmd: CommandAPDU) -> PinSpec | ResponseAPDU:
+        """The PIN a CHANGE / RESET addresses; these carry data and take no Le."""
+        target = self._resolve_pin(cmd.p2)
+        if isinstance(target, PinSpec) and (cmd.le is not None or not cmd.data):
+            return _r(SW.WRONG_LENGTH)
+        return target
 
     def _current_file(self, fid: int | None) -> FileSpec | ResponseAPDU:
         if self._df is None or fid is None:
@@ -283,13 +283,11 @@ class EmulatedCard:
     def _verify(self, cmd: CommandAPDU) -> ResponseAPDU:
         if cmd.p1 != 0x00:
             return _r(SW.INCORRECT_P1P2)
-        target = self._resolve_pin(cmd.p2)
-        if target.pin is None:
-            assert target.error is not None
-            return target.error
+        spec = self._resolve_pin(cmd.p2)
+        if isinstance(spec, ResponseAPDU):
+            return spec
         if cmd.le is not None:
             return _r(SW.WRONG_LENGTH)
-        spec = target.pin
         pin = self.store.state.pins[spec.id]
         if not cmd.data:  # the free status query
             if self.defects.query_costs_try and pin.remaining:
@@ -342,13 +340,9 @@ class EmulatedCard:
         return self._change(cmd, ChangeCommand.JICSAP)
 
     def _change(self, cmd: CommandAPDU, via: ChangeCommand) -> ResponseAPDU:
-        target = self._resolve_pin(cmd.p2)
-        if target.pin is None:
-            assert target.error is not None
-            return target.error
-        if cmd.le is not None or not cmd.data:
-            return _r(SW.WRONG_LENGTH)
-        spec = target.pin
+        spec = self._pin_with_data(cmd)
+        if isinstance(spec, ResponseAPDU):
+            return spec
         if spec.change is not via:
             return _r(SW.INCOMPATIBLE_FILE_STRUCTURE)
         if not spec.format.length_ok(cmd.data):
@@ -371,13 +365,9 @@ class EmulatedCard:
         """
         if cmd.p1 not in (0x00, 0x01):
             return _r(SW.INCORRECT_P1P2)
-        target = self._resolve_pin(cmd.p2)
-        if target.pin is None:
-            assert target.error is not None
-            return target.error
-        if cmd.le is not None or not cmd.data:
-            return _r(SW.WRONG_LENGTH)
-        spec = target.pin
+        spec = self._pin_with_data(cmd)
+        if isinstance(spec, ResponseAPDU):
+            return spec
         codes = self.store.state.reset_codes
         code_len = len(codes["window"])
         code, new = cmd.data[:code_len], cmd.data[code_len:]
