@@ -102,8 +102,9 @@ def run(fast_reader: str, slow_reader: str, n: int, n_slow: int) -> None:
             for _ in range(100):
                 f()
         block = 100
-        for _ in range(n // block):  # interleave blocks so drift hits both sides alike
-            for name, f in (("raw SCardTransmit", raw), ("harness transport", harness)):
+        sides = [("raw SCardTransmit", raw), ("harness transport", harness)]
+        for i in range(n // block):  # interleaved blocks, alternating which side goes first
+            for name, f in sides if i % 2 == 0 else sides[::-1]:
                 out = samples[name]
                 for _ in range(block):
                     t = time.perf_counter_ns()
