@@ -5,6 +5,20 @@ through :func:`load_validated`, so that any mistake is a :class:`~harness.errors
 with ``file:line``, the offending lines, and what was expected.
 """
 
-from harness.config.yamlfile import LoadedYAML, load_validated, load_yaml, location_of
+from harness.config.yamlfile import (
+    LoadedYAML,
+    load_validated,
+    load_yaml,
+    location_of,
+    validate,
+    validate_at,
+)
 
-__all__ = ["LoadedYAML", "load_validated", "load_yaml", "location_of"]
+__all__ = [
+    "LoadedYAML",
+    "load_validated",
+    "load_yaml",
+    "location_of",
+    "validate",
+    "validate_at",
+]

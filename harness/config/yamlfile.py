@@ -111,13 +111,25 @@ def _describe_expected(error: jsonschema.ValidationError) -> str | None:
 
 def validate(doc: LoadedYAML, schema: Mapping[str, Any]) -> None:
     """Validate ``doc`` against ``schema``; the first (most relevant) error is raised."""
+    validate_at(doc, (), schema)
+
+
+def node_at(doc: LoadedYAML, path: Sequence[str | int]) -> Any:
+    node = doc.data
+    for key in path:
+        node = node[key]
+    return node
+
+
+def validate_at(doc: LoadedYAML, path: Sequence[str | int], schema: Mapping[str, Any]) -> None:
+    """Validate the node at ``path`` against ``schema``; errors point into the file."""
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(doc.data), key=jsonschema.exceptions.relevance)
+    errors = list(validator.iter_errors(node_at(doc, path)))
     if not errors:
         return
     best = jsonschema.exceptions.best_match(errors)
     assert best is not None
-    where = list(best.absolute_path)
+    where = [*path, *best.absolute_path]
     field = ".".join(str(p) for p in where) or "(top level)"
     raise doc.error(f"{field}: {best.message}", where, expected=_describe_expected(best))
 

@@ -1,0 +1,221 @@
+"""pytest plugin: every ``*.pin.yaml`` scenario becomes a test item, once per target.
+
+Options (group ``pinloop``):
+
+- ``--pinloop-target T`` (repeatable): ``inprocess`` (default), ``pcscd``, ``reader:NAME``
+- ``--pinloop-defect PROFILE``: give the emulated card a deliberate defect
+- ``--pinloop-card CONFIG``: card config of the emulated card
+- ``--pinloop-destructive-reader NAME`` (repeatable): allow destructive scenarios and steps
+  that could block a PIN on that real reader (exact reader name)
+- ``--pinloop-reveal``: UNSAFE, show PINs in traces
+
+Markers from scenario tags: ``destructive``, ``emulator_only``, ``needs_reinit``; each item
+also carries ``pinloop_target(name)``. A device defect fails the item; a lab fault is an error
+(raised in setup) or a broken test; a target that broke turns its remaining items into errors
+at once while other targets go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.checks import ExpectationFailed
+from harness.emulator.config import DEFAULT_CONFIG_PATH, load_card_config
+from harness.errors import ConfigError, HarnessError
+from harness.scenario import Scenario, load_scenarios
+from harness.target import Target, make_target
+
+DEFAULT_PATTERN = r".+\.pin\.ya?ml$"
+MARKERS = {
+    "destructive": "may block or change a PIN of the card",
+    "emulator_only": "runs on the emulated card only",
+    "needs_reinit": "uses the emulator's re-initialisation test mechanism",
+    "pinloop_target(name)": "the target a scenario item runs against",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("pinloop", "pinloop: My Number card reader scenarios")
+    g.addoption(
+        "--pinloop-target",
+        action="append",
+        default=[],
+        metavar="T",
+        help="inprocess (default), pcscd, or reader:NAME-REGEX; repeatable",
+    )
+    g.addoption("--pinloop-defect", metavar="PROFILE", help="defect profile of the emulated card")
+    g.addoption(
+        "--pinloop-card",
+        default=str(DEFAULT_CONFIG_PATH),
+        metavar="CONFIG",
+        help="card config (YAML) of the emulated card",
+    )
+    g.addoption(
+        "--pinloop-destructive-reader",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="allow destructive scenarios on this real reader (exact name)",
+    )
+    g.addoption("--pinloop-reveal", action="store_true", help="UNSAFE: show PINs in traces")
+    parser.addini("pinloop_file_pattern", "regex of scenario file names", default=DEFAULT_PATTERN)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    config.stash[_POOL] = TargetPool(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    pool = config.stash.get(_POOL, None)
+    if pool is not None:
+        pool.close()
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
+    pattern = parent.config.getini("pinloop_file_pattern")
+    if re.match(pattern, file_path.name):
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+class TargetPool:
+    """Targets shared by all items of a session, started on first use."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.targets: dict[str, Target] = {}
+        self.broken: dict[str, str] = {}
+
+    def specs(self) -> list[str]:
+        return list(self.config.getoption("--pinloop-target") or ["inprocess"])
+
+    def get(self, spec: str) -> Target:
+        if spec in self.broken:
+            raise HarnessError(f"target {spec} broke earlier: {self.broken[spec]}")
+        if spec not in self.targets:
+            try:
+                card = load_card_config(self.config.getoption("--pinloop-card"))
+                self.targets[spec] = make_target(
+                    spec, card, self.config.getoption("--pinloop-defect")
+                )
+            except HarnessError as exc:
+                self.broken[spec] = str(exc).splitlines()[0]
+                raise
+        return self.targets[spec]
+
+    def mark_broken(self, spec: str, why: str) -> None:
+        self.broken[spec] = why
+        target = self.targets.pop(spec, None)
+        if target is not None:
+            with contextlib.suppress(Exception):  # closing a broken target: best effort
+                target.close()
+
+    def close(self) -> None:
+        for spec in list(self.targets):
+            self.targets.pop(spec).close()
+
+
+_POOL = pytest.StashKey[TargetPool]()
+
+
+class ScenarioFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        scenarios = load_scenarios(self.path)
+        pool = self.config.stash[_POOL]
+        for scenario in scenarios:
+            for spec in pool.specs():
+                name = scenario.name + (f"[{scenario.id}]" if scenario.id else "") + f"@{spec}"
+                item = ScenarioItem.from_parent(self, name=name, scenario=scenario, spec=spec)
+                for tag in sorted(scenario.tags):
+                    item.add_marker(tag.replace("-", "_"))
+                item.add_marker(pytest.mark.pinloop_target(spec))
+                yield item
+
+    def repr_failure(
+        self,
+        excinfo: pytest.ExceptionInfo[BaseException],
+        style: Any = None,
+    ) -> str:
+        if isinstance(excinfo.value, ConfigError):
+            return excinfo.value.render()
+        return str(super().repr_failure(excinfo))
+
+
+class ScenarioItem(pytest.Item):
+    def __init__(self, *, scenario: Scenario, spec: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scenario = scenario
+        self.spec = spec
+        self.target: Target | None = None
+
+    def setup(self) -> None:
+        pool = self.config.stash[_POOL]
+        target = pool.get(self.spec)
+        tags = self.scenario.tags
+        if not target.emulated:
+            if tags & {"emulator-only", "needs-reinit"}:
+                pytest.skip(
+                    f"{sorted(tags & {'emulator-only', 'needs-reinit'})}: "
+                    f"{target.name} is a real card"
+                )
+            allowed = self.config.getoption("--pinloop-destructive-reader")
+            if "destructive" in tags and target.name not in allowed:
+                pytest.skip(
+                    f"destructive on real reader {target.name!r}: enable with "
+                    f"--pinloop-destructive-reader '{target.name}'"
+                )
+        self.target = target
+
+    def runtest(self) -> None:
+        from harness.runner import Runner
+
+        assert self.target is not None
+        allowed = self.config.getoption("--pinloop-destructive-reader")
+        runner = Runner(
+            self.target,
+            self.scenario,
+            destructive_ok=self.target.emulated or self.target.name in allowed,
+            reveal=self.config.getoption("--pinloop-reveal"),
+        )
+        self.user_properties.append(("reader", self.target.name))
+        self.user_properties.append(("rule", self.scenario.rule))
+        try:
+            runner.run()
+        except HarnessError as exc:
+            if not isinstance(exc, ConfigError):
+                # a lab fault: the card's state is unknown, so this target stops here
+                self.config.stash[_POOL].mark_broken(self.spec, str(exc).splitlines()[0])
+            raise
+        finally:
+            self.latencies = runner.latencies
+
+    def repr_failure(
+        self,
+        excinfo: pytest.ExceptionInfo[BaseException],
+        style: Any = None,
+    ) -> str:
+        exc = excinfo.value
+        if isinstance(exc, ExpectationFailed):
+            return exc.render()
+        if isinstance(exc, ConfigError):
+            return exc.render()
+        if isinstance(exc, HarnessError):
+            text = f"lab fault on {self.spec} ({type(exc).__name__}): {exc}"
+            tail = getattr(self.target, "log_tail", None)
+            if callable(tail):
+                text += "\n  pcscd log (last lines):\n" + "\n".join(
+                    "    " + line for line in tail().splitlines()[-15:]
+                )
+            return text
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.scenario.line - 1, f"{self.scenario.rule}: {self.name}"

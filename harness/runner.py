@@ -1,0 +1,454 @@
+"""Run a scenario's steps on a target, checking every expectation.
+
+Safety on real cards: before any VERIFY that may be wrong, the runner reads the counter with
+the status query (free on this card: card.md §3.2; said so in the trace) and refuses a step
+that could block the PIN unless destructive runs were enabled for that reader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import secrets
+import statistics
+import time
+
+from harness.apdu import commands as C
+from harness.apdu import render_command
+from harness.apdu import sw as SW
+from harness.apdu.model import CommandAPDU, ResponseAPDU, to_hex
+from harness.checks import ExpectationFailed, describe_sw, sw_matches, tries_expected
+from harness.emulator.layout import APPS_BY_ID, PINS, PINS_BY_ID
+from harness.errors import ConfigError, DeviceDefect, HarnessError
+from harness.scenario import model as M
+from harness.scenario.loader import WRONG_VALUES
+from harness.target import Target
+
+
+class UnsafeStep(HarnessError):
+    """A step that could block a real card's PIN, refused without an explicit opt-in."""
+
+
+def _other_char(c: int, letters: bool) -> int:
+    if letters:
+        return ord("B") if c != ord("B") else ord("C")
+    return ord("0") if c != ord("0") else ord("1")
+
+
+class Runner:
+    def __init__(
+        self,
+        target: Target,
+        scenario: M.Scenario,
+        *,
+        destructive_ok: bool = False,
+        reveal: bool = False,
+    ) -> None:
+        self.target = target
+        self.scenario = scenario
+        self.destructive_ok = destructive_ok
+        self.reveal = reveal
+        self.values: dict[str, bytes] = {}  # PIN values after change / reinit
+        self.new: dict[str, bytes] = {}
+        self.app: str | None = None
+        self.ef: int | None = None
+        self.trace: list[str] = []
+        self.step: M.Step | None = None
+        self.start_counters: dict[str, int] = {}
+        self.latencies: list[tuple[str, float]] = []  # (label, µs) of every APDU
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def fail(self, what: str, expected: str, actual: str) -> ExpectationFailed:
+        assert self.step is not None
+        return ExpectationFailed(
+            self.scenario, self.step, what, expected, actual, self.trace, self.target.name
+        )
+
+    def tx(self, cmd: CommandAPDU) -> ResponseAPDU:
+        t = time.perf_counter_ns()
+        resp = self.target.transport.transmit(cmd)
+        us = (time.perf_counter_ns() - t) / 1000
+        self.latencies.append((f"{cmd.ins:02X}", us))
+        shown = render_command(cmd, reveal=self.reveal)
+        if len(shown) > 60:
+            shown = shown[:50] + f"… ({len(cmd.to_bytes())} B)"
+        data = f" +{len(resp.data)} B" if resp.data else ""
+        self.trace.append(f">> {shown}  << {resp.sw:04X}{data}  ({us:.0f} µs)")
+        return resp
+
+    def note(self, text: str) -> None:
+        self.trace.append(f"-- {text}")
+
+    def select_app(self, app: str) -> None:
+        resp = self.tx(C.select_df(APPS_BY_ID[app].aid))
+        if not resp.ok:
+            raise self.fail(f"SELECT {app}", "9000", SW.describe(resp.sw))
+        self.app, self.ef = app, None
+
+    def select_pin(self, pin: str, *, keep_app: bool = True) -> None:
+        """Make ``pin``'s EF current; re-selects the DF only when another one is selected."""
+        spec = PINS_BY_ID[pin]
+        if self.app != spec.app or not keep_app:
+            self.select_app(spec.app)
+        if self.ef != spec.fid:
+            resp = self.tx(C.select_ef(spec.fid))
+            if not resp.ok:
+                raise self.fail(f"SELECT EF {spec.fid:04X}", "9000", SW.describe(resp.sw))
+            self.ef = spec.fid
+
+    def tries(self, pin: str, *, sfi: bool = False) -> int:
+        spec = PINS_BY_ID[pin]
+        if sfi:
+            if self.app != spec.app:
+                self.select_app(spec.app)
+            resp = self.tx(C.pin_status(sfi=spec.fid))
+        else:
+            self.select_pin(pin)
+            resp = self.tx(C.pin_status())
+        left = SW.retries_left(resp.sw)
+        if left is None:
+            raise self.fail(f"status query of {pin}", "63Cx", SW.describe(resp.sw))
+        return left
+
+    def value(self, pin: str, v: M.Value) -> bytes:
+        spec = PINS_BY_ID[pin]
+        if isinstance(v, M.Literal):
+            if not self.target.emulated:
+                raise UnsafeStep("literal PIN values are for emulated cards only")
+            return v.value.encode()
+        right = self.values.get(pin) or self.target.secret(pin)
+        letters = spec.format.name == "A-Z 0-9"
+        if v == "right":
+            return right
+        if v in ("wrong", "wrong-first"):
+            return bytes((_other_char(right[0], letters),)) + right[1:]
+        if v == "wrong-last":
+            return right[:-1] + bytes((_other_char(right[-1], letters),))
+        if v == "lower":
+            if right.lower() == right:
+                raise HarnessError(f"{pin} has no letters: its lower case is the right PIN")
+            return right.lower()
+        if v == "short":
+            return right[: spec.format.min_len - 1]
+        if v == "long":
+            return (right * 3)[: spec.format.max_len + 1]
+        if v == "bad-charset":
+            return (b"a" if letters else b"A") * len(right)
+        if v == "new":
+            if pin not in self.new:
+                assert self.step is not None
+                raise ConfigError(
+                    f"value new for {pin} before any change or reinit",
+                    self.step.where,
+                    snippet=self.step.snippet,
+                )
+            return self.new[pin]
+        if v == "fresh":
+            if not self.target.emulated:
+                raise UnsafeStep("a fresh PIN on a real card would be unknown to the lab")
+            while True:
+                fresh = (
+                    b"PL%06d" % secrets.randbelow(10**6)
+                    if letters
+                    else b"%0*d" % (len(right), secrets.randbelow(10 ** len(right)))
+                )
+                if fresh != right:
+                    return fresh
+        raise ValueError(f"unknown value {v!r}")
+
+    # -- expectations -------------------------------------------------------------------------
+    def check(
+        self,
+        step: M.Step,
+        resp: ResponseAPDU | None,
+        pin: str | None,
+        before: int | None,
+        *,
+        sfi: bool = False,
+    ) -> None:
+        e = step.expect
+        if e is None:
+            return
+        if e.sw is not None and resp is not None and not sw_matches(e.sw, resp.sw):
+            raise self.fail("status word", describe_sw(e.sw), SW.describe(resp.sw))
+        if e.length is not None and resp is not None and len(resp.data) != e.length:
+            raise self.fail("response length", str(e.length), str(len(resp.data)))
+        after: int | None = None
+        if pin is not None and (e.tries is not None or e.blocked is not None):
+            after = self.tries(pin, sfi=sfi)
+        if e.tries is not None and pin is not None:
+            assert after is not None
+            want = tries_expected(e.tries, before, self.target.max_tries(pin))
+            if after != want:
+                raise self.fail(f"tries left of {pin}", f"{want} ({e.tries})", str(after))
+            left = SW.retries_left(resp.sw) if resp is not None else None
+            if left is not None and isinstance(step, M.Verify) and left != after:
+                raise self.fail(
+                    f"63Cx of {pin} against the status query",
+                    f"x = {after} (what the query says)",
+                    f"x = {left}",
+                )
+        if e.blocked is not None and pin is not None:
+            assert after is not None
+            if (after == 0) != e.blocked:
+                raise self.fail(f"{pin} blocked", str(e.blocked), f"{after} tries left")
+        if e.verified is not None and pin is not None and self.target.verified(pin) != e.verified:
+            raise self.fail(f"{pin} verified", str(e.verified), str(not e.verified))
+
+    def _before(self, step: M.Step, pin: str, sfi: bool) -> int | None:
+        e = step.expect
+        if e is not None and e.tries in ("unchanged", "one-less"):
+            return self.tries(pin, sfi=sfi)
+        return None
+
+    def _guard(self, pin: str, values: tuple[M.Value, ...], sfi: bool) -> None:
+        """Real cards: refuse a VERIFY that could block the PIN, unless opted in."""
+        if self.target.emulated or self.destructive_ok:
+            return
+        if not any(v in WRONG_VALUES or isinstance(v, M.Literal) for v in values):
+            return
+        left = self.tries(pin, sfi=sfi)
+        self.note(
+            f"status query before a possibly wrong VERIFY: {left} tries left "
+            "(the query is free on this card, card.md §3.2)"
+        )
+        if left <= 1:
+            raise UnsafeStep(
+                f"refused: a wrong VERIFY could block {pin} on {self.target.name}; "
+                f"enable with --pinloop-destructive-reader '{self.target.name}'"
+            )
+
+    # -- steps --------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.target.begin()
+        if any(isinstance(s, M.OthersUnchanged) for s in self.scenario.steps):
+            self.start_counters = {p.id: self.tries(p.id) for p in PINS}
+        for step in self.scenario.steps:
+            self.step = step
+            self.trace = []
+            getattr(self, "do_" + step.action)(step)
+
+    def do_select(self, s: M.Select) -> None:
+        if s.pin is not None:
+            self.select_pin(s.pin, keep_app=False)
+            self.check(s, None, s.pin, None)
+            return
+        if s.aid is not None:
+            resp = self.tx(C.select_df(s.aid))
+            self.app = self.ef = None
+            self.check(s, resp, None, None)
+            return
+        assert s.app is not None
+        resp = self.tx(C.select_df(APPS_BY_ID[s.app].aid))
+        self.app, self.ef = (s.app, None) if resp.ok else (None, None)
+        if s.ef is not None and resp.ok:
+            resp = self.tx(C.select_ef(s.ef))
+            self.ef = s.ef if resp.ok else None
+        self.check(s, resp, None, None)
+
+    def do_verify(self, s: M.Verify) -> None:
+        spec = PINS_BY_ID[s.pin]
+        for _ in range(s.repeat):
+            self._guard(s.pin, s.values, s.sfi)
+            if not s.sfi:
+                self.select_pin(s.pin)
+            elif self.app != spec.app:
+                self.select_app(spec.app)
+            before = self._before(s, s.pin, s.sfi)
+            responses = []
+            for v in s.values:
+                value = self.value(s.pin, v)
+                responses.append(self.tx(C.verify(value, sfi=spec.fid if s.sfi else None)))
+            if s.expect is not None and s.expect.identical:
+                first = responses[0]
+                for other in responses[1:]:
+                    if (other.data, other.sw) != (first.data, first.sw):
+                        raise self.fail(
+                            "identical answers to " + ", ".join(map(str, s.values)),
+                            f"{first.sw:04X} every time",
+                            f"{other.sw:04X}",
+                        )
+            self.check(s, responses[-1], s.pin, before, sfi=s.sfi)
+
+    def do_status(self, s: M.Status) -> None:
+        for _ in range(s.repeat):
+            before = self._before(s, s.pin, s.sfi)
+            if s.sfi:
+                spec = PINS_BY_ID[s.pin]
+                if self.app != spec.app:
+                    self.select_app(spec.app)
+                resp = self.tx(C.pin_status(sfi=spec.fid))
+            else:
+                self.select_pin(s.pin)
+                resp = self.tx(C.pin_status())
+            self.check(s, resp, s.pin, before, sfi=s.sfi)
+
+    def do_change(self, s: M.Change) -> None:
+        spec = PINS_BY_ID[s.pin]
+        self.select_pin(s.pin)
+        before = self._before(s, s.pin, False)
+        new = self.value(s.pin, s.new)
+        make = C.change_reference_data if spec.change.name == "ISO" else C.change_key
+        resp = self.tx(make(new))
+        if resp.ok:
+            self.values[s.pin] = self.new[s.pin] = new
+        self.check(s, resp, s.pin, before)
+
+    def do_reinit(self, s: M.Reinit) -> None:
+        if not self.target.emulated:
+            raise UnsafeStep("reinit is the emulator's test mechanism; a real card has none")
+        self.select_pin(s.pin)
+        before = self._before(s, s.pin, False)
+        code = self.target.card.store.state.reset_codes[s.route]  # type: ignore[attr-defined]
+        new = None if s.new == "none" else self.value(s.pin, s.new)
+        resp = self.tx(C.reset_retry_counter(code, new))
+        if resp.ok and new is not None:
+            self.values[s.pin] = self.new[s.pin] = new
+        self.check(s, resp, s.pin, before)
+
+    def do_power(self, s: M.Power) -> None:
+        if s.how == "cycle":
+            self.note("power cycle (cold reset)")
+            self.target.transport.power_cycle()
+        elif s.how == "reset":
+            self.note("warm reset")
+            self.target.transport.reset()
+        else:
+            self.note("card removed and reinserted")
+            self.target.reinsert()
+        self.app = self.ef = None
+
+    def do_read(self, s: M.Read) -> None:
+        if s.sfi:
+            resp = self.tx(C.read_binary(s.offset, s.length, sfi=s.ef))
+            self.ef = s.ef if self.app else None
+        else:
+            if self.ef != s.ef:
+                sel = self.tx(C.select_ef(s.ef))
+                self.ef = s.ef if sel.ok else None
+            resp = self.tx(C.read_binary(s.offset, s.length))
+        self.check(s, resp, None, None)
+
+    def do_sign(self, s: M.Sign) -> None:
+        key_fid, cert_fid = (0x0017, 0x000A) if s.key == "auth" else (0x001A, 0x0001)
+        if self.app != "jpki":
+            self.select_app("jpki")
+        self.tx(C.select_ef(key_fid))
+        self.ef = key_fid
+        message = os.urandom(32)
+        resp = self.tx(C.compute_signature(C.sha256_digest_info(hashlib.sha256(message).digest())))
+        self.check(s, resp, None, None)
+        if s.expect is not None and s.expect.signature == "valid":
+            self._verify_signature(resp, message, cert_fid)
+
+    def _verify_signature(self, resp: ResponseAPDU, message: bytes, cert_fid: int) -> None:
+        from cryptography import x509
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+        cert_resp = self.tx(C.read_binary(0, 65536, sfi=cert_fid))
+        self.ef = cert_fid
+        try:
+            key = x509.load_der_x509_certificate(cert_resp.data).public_key()
+            assert isinstance(key, rsa.RSAPublicKey)
+            key.verify(resp.data, message, padding.PKCS1v15(), hashes.SHA256())
+        except (ValueError, AssertionError, InvalidSignature) as exc:
+            raise self.fail(
+                "signature against the card's certificate",
+                "valid",
+                f"{type(exc).__name__} ({len(resp.data)} bytes)",
+            ) from None
+
+    def do_apdu(self, s: M.Apdu) -> None:
+        cmd = CommandAPDU.parse(s.raw)
+        resp = self.tx(cmd)
+        if cmd.ins == 0xA4:  # the runner no longer knows what is selected
+            self.app = self.ef = None
+        self.check(s, resp, None, None)
+
+    def do_othersunchanged(self, s: M.OthersUnchanged) -> None:
+        for p in PINS:
+            if p.id == s.pin:
+                continue
+            now = self.tries(p.id)
+            if now != self.start_counters[p.id]:
+                raise self.fail(
+                    f"counter of {p.id} (untouched by this scenario)",
+                    str(self.start_counters[p.id]),
+                    str(now),
+                )
+
+    def _sample(self, cmd: CommandAPDU) -> float:
+        t = time.perf_counter_ns()
+        self.target.transport.transmit(cmd)
+        return (time.perf_counter_ns() - t) / 1e3
+
+    def do_latency(self, s: M.Latency) -> None:
+        profile = self.target.profile
+        if profile is None or not profile.timing:
+            raise HarnessError(f"no latency budget for {self.target.name} in readers/")
+        self.select_pin(s.pin)
+        right = self.value(s.pin, "right")
+        cmd = (
+            C.pin_status()
+            if s.of == "status"
+            else C.verify(right if s.of == "right" else self.value(s.pin, "wrong"))
+        )
+        samples = []
+        for _ in range(s.samples):
+            samples.append(self._sample(cmd))
+            if s.of == "wrong":
+                self.target.transport.transmit(C.verify(right))
+        q = statistics.quantiles(samples, n=100)
+        got = {
+            "verify_p50_ms": statistics.median(samples) / 1e3,
+            "verify_p95_ms": q[94] / 1e3,
+            "verify_p99_ms": q[98] / 1e3,
+        }
+        self.note("latency (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in got.items()))
+        for key, budget in profile.timing.items():
+            if got[key] > budget:
+                raise self.fail(
+                    f"VERIFY latency {key} ({profile.name} budget)",
+                    f"<= {budget} ms",
+                    f"{got[key]:.3f} ms over {s.samples} samples",
+                )
+
+    def do_leak(self, s: M.Leak) -> None:
+        """Median latency of wrong-at-first vs wrong-at-last, interleaved at random."""
+        self.select_pin(s.pin)
+        right = self.value(s.pin, "right")
+        first, last = (
+            C.verify(self.value(s.pin, "wrong-first")),
+            C.verify(self.value(s.pin, "wrong-last")),
+        )
+        restore = C.verify(right)
+        times: dict[str, list[float]] = {"first": [], "last": []}
+        order = ["first", "last"] * (s.samples // 2)
+        random.shuffle(order)
+        for which in order:
+            times[which].append(self._sample(first if which == "first" else last))
+            if not self.target.transport.transmit(restore).ok:
+                raise self.fail("restoring the counter with the right PIN", "9000", "not 9000")
+        diff = statistics.median(times["last"]) - statistics.median(times["first"])
+        self.note(
+            f"leak: median(wrong-last) - median(wrong-first) = {diff:.1f} µs "
+            f"over {s.samples} samples"
+        )
+        if abs(diff) > s.max_difference_us:
+            raise self.fail(
+                "VERIFY time depends on where the PIN is wrong",
+                f"|difference| <= {s.max_difference_us} µs",
+                f"{diff:.1f} µs",
+            )
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, ExpectationFailed | DeviceDefect | ConfigError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+__all__ = ["ExpectationFailed", "Runner", "UnsafeStep", "describe", "to_hex"]

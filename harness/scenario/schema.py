@@ -1,0 +1,235 @@
+"""JSON Schema of a scenario file (``*.pin.yaml``). Kept with the model it feeds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.emulator.layout import APPLICATIONS, PINS
+
+PIN_IDS = [p.id for p in PINS]
+APP_IDS = [a.id for a in APPLICATIONS]
+#: named PIN sets a scenario may run for
+PIN_SETS = ["all", "user", "changeable", "settable", "card-face", "jpki"]
+VALUE_WORDS = [
+    "right",
+    "wrong",
+    "wrong-first",
+    "wrong-last",
+    "lower",
+    "short",
+    "long",
+    "new",
+    "bad-charset",
+]
+SW_PATTERN = "^([0-9A-Fa-f]{4}|63C[xX]|ok|blocked|wrong-length|denied|not-found)$"
+TRIES_PATTERN = "^(max|max-[0-9]+|unchanged|one-less|[0-9]+)$"
+
+_PIN_REF = {
+    "type": "string",
+    "description": "a PIN id (" + ", ".join(PIN_IDS) + ") or {placeholder}",
+}
+_LITERAL = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["literal"],
+    "properties": {"literal": {"type": "string", "minLength": 1, "maxLength": 64}},
+    "description": "{literal: '...'} (emulated cards only)",
+}
+_VALUE = {
+    "oneOf": [{"enum": VALUE_WORDS}, _LITERAL],
+    "description": "one of " + ", ".join(VALUE_WORDS) + ", or {literal: '...'}",
+}
+
+EXPECT: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {
+        "sw": {
+            "type": "string",
+            "pattern": SW_PATTERN,
+            "description": "4 hex digits, 63Cx, or ok/blocked/wrong-length/denied/not-found",
+        },
+        "tries": {
+            "oneOf": [
+                {"type": "integer", "minimum": 0, "maximum": 15},
+                {"type": "string", "pattern": TRIES_PATTERN},
+            ],
+            "description": "0-15, max, max-N, unchanged or one-less",
+        },
+        "blocked": {"type": "boolean"},
+        "verified": {"type": "boolean"},
+        "identical": {"const": True, "description": "true: every response of the step is the same"},
+        "length": {"type": "integer", "minimum": 0},
+        "signature": {"const": "valid"},
+    },
+}
+
+_COMMON = {"id": {"type": "string"}, "note": {"type": "string"}, "expect": EXPECT}
+
+
+def step_schema(action: str) -> dict[str, Any]:
+    """The schema of one step whose action is ``action`` (checked after the action is known)."""
+    return _step(action, STEPS[action])
+
+
+def _step(action: str, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [action],
+        "properties": {action: body, **_COMMON},
+    }
+
+
+_REPEAT = {
+    "oneOf": [
+        {"type": "integer", "minimum": 1, "maximum": 64},
+        {"type": "string", "pattern": "^max(-[0-9]+)?$"},
+    ],
+    "description": "a count (1-64), max, or max-N",
+}
+
+STEPS: dict[str, dict[str, Any]] = {
+    "select": {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {
+            "pin": _PIN_REF,
+            "app": {"enum": APP_IDS},
+            "ef": {"type": "string", "pattern": "^[0-9A-Fa-f]{4}$"},
+            "aid": {"type": "string", "pattern": "^([0-9A-Fa-f]{2}){1,16}$"},
+        },
+        "description": "{pin: ID} or {app: ID[, ef: FID]} or {aid: HEX}",
+    },
+    "verify": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["value"],
+        "properties": {
+            "value": {"oneOf": [_VALUE, {"type": "array", "minItems": 2, "items": _VALUE}]},
+            "pin": _PIN_REF,
+            "sfi": {"type": "boolean"},
+            "repeat": _REPEAT,
+        },
+    },
+    "status": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"pin": _PIN_REF, "sfi": {"type": "boolean"}, "repeat": _REPEAT},
+    },
+    "change": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["new"],
+        "properties": {"new": _VALUE},
+    },
+    "reinit": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["route"],
+        "properties": {
+            "route": {"enum": ["window", "kiosk"]},
+            "new": {"oneOf": [_VALUE, {"const": "none"}]},
+        },
+    },
+    "power": {"enum": ["cycle", "reset", "reinsert"]},
+    "read": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["ef"],
+        "properties": {
+            "ef": {"type": "string", "pattern": "^[0-9A-Fa-f]{4}$"},
+            "sfi": {"type": "boolean"},
+            "offset": {"type": "integer", "minimum": 0, "maximum": 32767},
+            "length": {"type": "integer", "minimum": 1, "maximum": 65536},
+        },
+    },
+    "sign": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["key"],
+        "properties": {"key": {"enum": ["auth", "sign"]}},
+    },
+    "apdu": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["hex"],
+        "properties": {"hex": {"type": "string", "minLength": 8}},
+    },
+    "others_unchanged": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {},
+        "description": "{} - every other PIN's counter is as at the start",
+    },
+    "latency": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["samples"],
+        "properties": {
+            "samples": {"type": "integer", "minimum": 5, "maximum": 5000},
+            "of": {"enum": ["status", "right", "wrong"]},
+        },
+        "description": "VERIFY latency vs the reader profile's budgets",
+    },
+    "leak": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["samples"],
+        "properties": {
+            "samples": {"type": "integer", "minimum": 10, "maximum": 5000},
+            "max_difference_us": {"type": "number", "exclusiveMinimum": 0},
+        },
+        "description": "wrong at the first vs the last character: median latency",
+    },
+}
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "rule", "steps"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "rule": {
+            "type": "string",
+            "pattern": "^[a-z0-9][a-z0-9-]*$",
+            "description": "the rule this scenario checks, kebab-case (shown on failure)",
+        },
+        "description": {"type": "string"},
+        "severity": {"enum": ["blocker", "critical", "normal", "minor", "trivial"]},
+        "tags": {
+            "type": "array",
+            "uniqueItems": True,
+            "items": {"enum": ["destructive", "emulator-only", "needs-reinit"]},
+        },
+        "for_each": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["pin"],
+            "properties": {
+                "pin": {
+                    "oneOf": [
+                        {"enum": PIN_SETS},
+                        {
+                            "type": "array",
+                            "minItems": 1,
+                            "uniqueItems": True,
+                            "items": {"enum": PIN_IDS},
+                        },
+                    ],
+                    "description": "a PIN set (" + ", ".join(PIN_SETS) + ") or a list of PIN ids",
+                }
+            },
+        },
+        "steps": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "description": "a step with exactly one action: " + ", ".join(STEPS),
+            },
+        },
+    },
+}

@@ -1,0 +1,216 @@
+"""Targets: a card a scenario runs against, with what the runner needs to know about it.
+
+- ``inprocess``: the emulated card called directly.
+- ``pcscd``: the emulated card behind pcscd + vpcd, reached with pyscard (pcscd and the
+  emulator are started here; the emulator is checked to be ours).
+- ``reader:NAME``: a real card in a real reader (exactly one reader must match NAME; its
+  profile comes from ``readers/``). Its PINs come from the environment
+  (``PINLOOP_PIN_JPKI_AUTH`` …), never from a scenario.
+
+A target gives each scenario a card in a known state: emulated targets restore a freshly
+personalised card before every scenario; a real card is only power-cycled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from harness.emulator import DefectProfile, EmulatedCard, MemoryStore, parse_profile, personalise
+from harness.emulator.config import CardConfig
+from harness.emulator.layout import PINS_BY_ID
+from harness.emulator.state import CardState, PinState
+from harness.errors import HarnessError, TransportError
+from harness.readerprofile import ReaderProfile, load_profiles, select_profile
+from harness.transport.base import Transport
+
+
+class TargetError(HarnessError):
+    """A target cannot be set up or used (lab fault)."""
+
+
+def fresh_copy(state: CardState) -> CardState:
+    """A copy of a card's NVM that the next scenario may wear out."""
+    import dataclasses
+
+    return dataclasses.replace(
+        state,
+        pins={k: PinState(p.value, p.remaining, p.max_tries) for k, p in state.pins.items()},
+    )
+
+
+class Target:
+    """Common parts; subclasses set ``transport`` and implement the hooks."""
+
+    name: str
+    emulated: bool
+    transport: Transport
+    profile: ReaderProfile | None = None
+
+    def secret(self, pin_id: str) -> bytes:
+        raise NotImplementedError
+
+    def max_tries(self, pin_id: str) -> int:
+        return PINS_BY_ID[pin_id].default_max_tries
+
+    def begin(self) -> None:
+        """Bring the card to the state a scenario starts from."""
+
+    def reinsert(self) -> None:
+        raise TargetError(f"{self.name}: card removal needs an operator (not unattended yet)")
+
+    def verified(self, pin_id: str) -> bool:
+        raise TargetError(f"{self.name}: the verified state of a real card is not observable")
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class _Emulated(Target):
+    emulated = True
+
+    def __init__(self, config: CardConfig, defects: DefectProfile) -> None:
+        self.config = config
+        self.template = personalise(config)
+        self.card = EmulatedCard(MemoryStore(fresh_copy(self.template)), defects=defects)
+        self._secrets = {k: v.encode() for k, v in config.secrets().items()}
+
+    def secret(self, pin_id: str) -> bytes:
+        return self._secrets[pin_id]
+
+    def max_tries(self, pin_id: str) -> int:
+        return self.template.pins[pin_id].max_tries
+
+    def verified(self, pin_id: str) -> bool:
+        return pin_id in self.card.verified
+
+    def begin(self) -> None:
+        self.card.store = MemoryStore(fresh_copy(self.template))
+        self.transport.power_cycle()
+
+
+class InProcessTarget(_Emulated):
+    def __init__(self, config: CardConfig, defects: DefectProfile) -> None:
+        from harness.transport.inprocess import InProcessTransport
+
+        super().__init__(config, defects)
+        self.name = "emulated (in-process)"
+        self.transport = InProcessTransport(self.card, name=self.name)
+        self.profile = _profile_for(self.name)
+
+    def reinsert(self) -> None:
+        self.transport.power_cycle()
+
+
+class PcscdTarget(_Emulated):
+    """The emulated card in virtual reader slot 0 of a pcscd this target starts."""
+
+    def __init__(self, config: CardConfig, defects: DefectProfile, workdir: Path) -> None:
+        from harness.lab.pcscd import Pcscd
+        from harness.links.vicc import EmulatorServer, serve_in_thread
+
+        super().__init__(config, defects)
+        self.lab = Pcscd(workdir / "pcscd.log", slots=2)
+        self.lab.start()
+        slot = self.lab.slots[0]
+        self.name = slot.reader
+        self.server = EmulatorServer(self.card, slot.url)
+        self.thread = serve_in_thread(self.server)
+        self.profile = _profile_for(self.name)
+        try:
+            self.transport = self._connect()
+        except BaseException:
+            self.server.stop()
+            self.lab.stop()
+            raise
+
+    def _connect(self, timeout: float = 5.0) -> Transport:
+        from harness.transport.identity import require_emulator
+        from harness.transport.pcsc import PcscTransport, wait_for_card
+
+        deadline = time.monotonic() + timeout
+        while True:
+            transport: PcscTransport | None = None
+            try:
+                wait_for_card(self.name, max(0.1, deadline - time.monotonic()))
+                transport = PcscTransport(self.name)
+                require_emulator(transport, self.server.instance_id)
+                return transport
+            except TransportError:
+                if transport is not None:
+                    transport.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def reinsert(self) -> None:
+        """Pull the card out (the link closes: the reader sees it leave) and put it back."""
+        self.transport.close()
+        self.server.drop()
+        self.transport = self._connect()
+
+    def log_tail(self) -> str:
+        return self.lab.log_tail()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.transport.close()
+        self.server.stop()
+        self.thread.join(2)
+        self.lab.stop()
+
+
+def env_name(pin_id: str) -> str:
+    return "PINLOOP_PIN_" + re.sub(r"[^A-Z0-9]", "_", pin_id.upper())
+
+
+class RealReaderTarget(Target):
+    emulated = False
+
+    def __init__(self, pattern: str) -> None:
+        from harness.transport.pcsc import PcscTransport, list_readers
+
+        readers = [r for r in list_readers() if re.search(pattern, r)]
+        if len(readers) != 1:
+            raise TargetError(
+                f"reader:{pattern} matches {len(readers)} readers "
+                f"({', '.join(readers) or 'none'}); it must match exactly one"
+            )
+        self.name = readers[0]
+        self.profile = select_profile(self.name, load_profiles())
+        self.transport = PcscTransport(self.name)
+
+    def secret(self, pin_id: str) -> bytes:
+        value = os.environ.get(env_name(pin_id))
+        if not value:
+            raise TargetError(f"missing PIN for {pin_id} on {self.name}: set {env_name(pin_id)}")
+        return value.encode()
+
+    def begin(self) -> None:
+        self.transport.power_cycle()
+
+
+def _profile_for(name: str) -> ReaderProfile | None:
+    try:
+        return select_profile(name, load_profiles())
+    except HarnessError:
+        return None
+
+
+def make_target(spec: str, config: CardConfig, defect: str | None) -> Target:
+    """``inprocess``, ``pcscd`` or ``reader:NAME-REGEX``."""
+    profile = parse_profile(defect or "faithful")
+    if spec == "inprocess":
+        return InProcessTarget(config, profile)
+    if spec == "pcscd":
+        workdir = Path(tempfile.mkdtemp(prefix="pinloop-pcscd-"))
+        return PcscdTarget(config, profile, workdir)
+    if spec.startswith("reader:"):
+        if defect:
+            raise TargetError("--pinloop-defect applies to emulated cards only")
+        return RealReaderTarget(spec[len("reader:") :])
+    raise TargetError(f"unknown target {spec!r}; use inprocess, pcscd or reader:NAME")
