@@ -166,10 +166,17 @@ class Runner:
         before: int | None,
         *,
         sfi: bool = False,
+        final: bool = True,
     ) -> None:
+        """Check ``step``'s expectations. With ``repeat``, the status word and relative tries
+        (``one-less``, ``unchanged``) hold for every repetition; absolute tries, ``blocked``
+        and ``verified`` describe the state after the last one (``final``)."""
         e = step.expect
         if e is None:
             return
+        relative = e.tries in ("unchanged", "one-less")
+        if not final:
+            e = M.Expect(sw=e.sw, tries=e.tries if relative else None, length=e.length)
         if e.sw is not None and resp is not None and not sw_matches(e.sw, resp.sw):
             raise self.fail("status word", describe_sw(e.sw), SW.describe(resp.sw))
         if e.length is not None and resp is not None and len(resp.data) != e.length:
@@ -249,7 +256,7 @@ class Runner:
 
     def do_verify(self, s: M.Verify) -> None:
         spec = PINS_BY_ID[s.pin]
-        for _ in range(s.repeat):
+        for i in range(s.repeat):
             self._guard(s.pin, s.values, s.sfi)
             if not s.sfi:
                 self.select_pin(s.pin)
@@ -269,10 +276,10 @@ class Runner:
                             f"{first.sw:04X} every time",
                             f"{other.sw:04X}",
                         )
-            self.check(s, responses[-1], s.pin, before, sfi=s.sfi)
+            self.check(s, responses[-1], s.pin, before, sfi=s.sfi, final=i == s.repeat - 1)
 
     def do_status(self, s: M.Status) -> None:
-        for _ in range(s.repeat):
+        for i in range(s.repeat):
             before = self._before(s, s.pin, s.sfi)
             if s.sfi:
                 spec = PINS_BY_ID[s.pin]
@@ -282,7 +289,7 @@ class Runner:
             else:
                 self.select_pin(s.pin)
                 resp = self.tx(C.pin_status())
-            self.check(s, resp, s.pin, before, sfi=s.sfi)
+            self.check(s, resp, s.pin, before, sfi=s.sfi, final=i == s.repeat - 1)
 
     def do_change(self, s: M.Change) -> None:
         spec = PINS_BY_ID[s.pin]

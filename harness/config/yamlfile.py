@@ -98,6 +98,8 @@ def location_of(data: Any, path: Sequence[str | int], filename: str) -> SourceLo
 
 def _describe_expected(error: jsonschema.ValidationError) -> str | None:
     schema = error.schema if isinstance(error.schema, Mapping) else {}
+    if str(error.validator) == "additionalProperties" and "properties" in schema:
+        return "only these keys: " + ", ".join(schema["properties"])
     if "description" in schema:
         return str(schema["description"])
     if "enum" in schema:

@@ -20,6 +20,7 @@ VALUE_WORDS = [
     "long",
     "new",
     "bad-charset",
+    "fresh",
 ]
 SW_PATTERN = "^([0-9A-Fa-f]{4}|63C[xX]|ok|blocked|wrong-length|denied|not-found)$"
 TRIES_PATTERN = "^(max|max-[0-9]+|unchanged|one-less|[0-9]+)$"
@@ -48,7 +49,8 @@ EXPECT: dict[str, Any] = {
         "sw": {
             "type": "string",
             "pattern": SW_PATTERN,
-            "description": "4 hex digits, 63Cx, or ok/blocked/wrong-length/denied/not-found",
+            "description": "a quoted string: '9000', '63Cx', or ok, blocked, wrong-length, "
+            "denied, not-found",
         },
         "tries": {
             "oneOf": [
@@ -123,13 +125,14 @@ STEPS: dict[str, dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
         "required": ["new"],
-        "properties": {"new": _VALUE},
+        "properties": {"new": _VALUE, "pin": _PIN_REF},
     },
     "reinit": {
         "type": "object",
         "additionalProperties": False,
         "required": ["route"],
         "properties": {
+            "pin": _PIN_REF,
             "route": {"enum": ["window", "kiosk"]},
             "new": {"oneOf": [_VALUE, {"const": "none"}]},
         },
