@@ -197,15 +197,9 @@ class ScenarioItem(pytest.Item):
         finally:
             self.latencies = runner.latencies
 
-    def repr_failure(
-        self,
-        excinfo: pytest.ExceptionInfo[BaseException],
-        style: Any = None,
-    ) -> str:
-        exc = excinfo.value
-        if isinstance(exc, ExpectationFailed):
-            return exc.render()
-        if isinstance(exc, ConfigError):
+    def _pinloop_repr(self, exc: BaseException) -> str | None:
+        """Our own one-screen text for the failures pinloop raises; None for anything else."""
+        if isinstance(exc, ExpectationFailed | ConfigError):
             return exc.render()
         if isinstance(exc, HarnessError):
             text = f"lab fault on {self.spec} ({type(exc).__name__}): {exc}"
@@ -215,7 +209,16 @@ class ScenarioItem(pytest.Item):
                     "    " + line for line in tail().splitlines()[-15:]
                 )
             return text
-        return str(super().repr_failure(excinfo))
+        return None
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        return self._pinloop_repr(excinfo.value) or str(super().repr_failure(excinfo))
+
+    def _repr_failure_py(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    ) -> Any:
+        # pytest renders setup and teardown errors through this, not through repr_failure
+        return self._pinloop_repr(excinfo.value) or super()._repr_failure_py(excinfo, style)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.scenario.line - 1, f"{self.scenario.rule}: {self.name}"

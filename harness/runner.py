@@ -423,6 +423,62 @@ class Runner:
                     f"{got[key]:.3f} ms over {s.samples} samples",
                 )
 
+    def do_tear(self, s: M.Tear) -> None:
+        """Cut power at each write point of a wrong VERIFY; no evaluated try may go uncounted."""
+        from harness.emulator import COMPARE_EVENT
+        from harness.errors import CardPowerLost, TransportError
+
+        card = self.target.card  # type: ignore[attr-defined]
+        wrong, right = self.value(s.pin, "wrong"), self.value(s.pin, "right")
+        self.select_pin(s.pin)
+        points: list[tuple[str, str]] = []
+        card.write_hook = lambda point, phase: points.append((point, phase))
+        try:
+            self.tx(C.verify(wrong))
+        finally:
+            card.write_hook = None
+        self.tx(C.verify(right))
+        self.note("points of a wrong VERIFY: " + ", ".join(f"{p}/{ph}" for p, ph in points))
+        for cut in points:
+            before = self.tries(s.pin)
+            seen: list[tuple[str, str]] = []
+
+            def hook(
+                point: str,
+                phase: str,
+                cut: tuple[str, str] = cut,
+                seen: list[tuple[str, str]] = seen,
+            ) -> None:
+                seen.append((point, phase))
+                if (point, phase) == cut:
+                    raise CardPowerLost(point, phase)
+
+            card.write_hook = hook
+            try:
+                self.tx(C.verify(wrong))
+                raise self.fail(
+                    f"power cut at {cut[0]}/{cut[1]}",
+                    "the card loses power",
+                    "the VERIFY completed",
+                )
+            except (CardPowerLost, TransportError):
+                self.note(f"power cut at {cut[0]}/{cut[1]}")
+            finally:
+                card.write_hook = None
+            self.target.recover()
+            self.app = self.ef = None
+            after = self.tries(s.pin)
+            compared = (COMPARE_EVENT, "after") in seen
+            if after > before or (compared and after != before - 1):
+                raise self.fail(
+                    f"counter of {s.pin} after a power cut at {cut[0]}/{cut[1]}"
+                    + (" (the card had already compared the wrong PIN)" if compared else ""),
+                    f"{before - 1}" if compared else f"{before - 1} or {before}",
+                    str(after),
+                )
+            if after:
+                self.tx(C.verify(right))
+
     def do_leak(self, s: M.Leak) -> None:
         """Median latency of wrong-at-first vs wrong-at-last, interleaved at random."""
         self.select_pin(s.pin)

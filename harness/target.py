@@ -66,6 +66,10 @@ class Target:
     def verified(self, pin_id: str) -> bool:
         raise TargetError(f"{self.name}: the verified state of a real card is not observable")
 
+    def recover(self) -> None:
+        """Reach the card again after it lost power in the middle of a command."""
+        self.transport.power_cycle()
+
     def close(self) -> None:
         self.transport.close()
 
@@ -151,6 +155,12 @@ class PcscdTarget(_Emulated):
         """Pull the card out (the link closes: the reader sees it leave) and put it back."""
         self.transport.close()
         self.server.drop()
+        self.transport = self._connect()
+
+    def recover(self) -> None:
+        """After a power cut the server closed the link; it reconnects by itself."""
+        with contextlib.suppress(TransportError):
+            self.transport.close()
         self.transport = self._connect()
 
     def log_tail(self) -> str:

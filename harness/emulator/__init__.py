@@ -10,13 +10,14 @@
 - :mod:`~harness.emulator.defects`      deliberate defects, off by default
 """
 
-from harness.emulator.card import FAITHFUL, WRITE_POINTS, EmulatedCard
+from harness.emulator.card import COMPARE_EVENT, FAITHFUL, WRITE_POINTS, EmulatedCard
 from harness.emulator.config import CardConfig, load_card_config
 from harness.emulator.defects import PROFILES, DefectProfile, parse_profile
 from harness.emulator.personalise import personalise
 from harness.emulator.state import CardState, FileStore, MemoryStore
 
 __all__ = [
+    "COMPARE_EVENT",
     "FAITHFUL",
     "PROFILES",
     "WRITE_POINTS",

@@ -58,6 +58,9 @@ WRITE_POINTS: tuple[str, ...] = (
     "query.decrement",  # defect query-costs-try only
     "power-on.restore",  # defect power-cycle-resets-counter only
 )
+#: Not a write: the moment VERIFY has compared the PIN. Passed to the hook (phase "after") so
+#: that a tearing oracle knows whether a cut came after the card evaluated the value.
+COMPARE_EVENT = "verify.compare"
 
 #: ``hook(write_point, phase)``, phase ``"before"`` or ``"after"``; raise CardPowerLost to tear
 WriteHook = Callable[[str, str], None]
@@ -302,13 +305,13 @@ class EmulatedCard:
                 return _OK
             return _r(SW.REFERENCE_DATA_BLOCKED)
         if d.decrement_after_compare:
-            correct = self._matches(pin.value, cmd.data)
+            correct = self._compare(pin.value, cmd.data)
             if not correct and not d.no_decrement:
                 self._write("verify.decrement", spec.id, remaining=pin.remaining - 1)
         else:
             if not d.no_decrement:
                 self._write("verify.decrement", spec.id, remaining=pin.remaining - 1)
-            correct = self._matches(pin.value, cmd.data)
+            correct = self._compare(pin.value, cmd.data)
         if correct:
             if pin.remaining != pin.max_tries:
                 self._write("verify.restore", spec.id, remaining=pin.max_tries)
@@ -316,6 +319,12 @@ class EmulatedCard:
             return _OK
         self._verified.discard(spec.id)
         return _r(SW.retries(pin.remaining))
+
+    def _compare(self, secret: bytes, presented: bytes) -> bool:
+        correct = self._matches(secret, presented)
+        if self.write_hook is not None:
+            self._at_write_point(self.write_hook, COMPARE_EVENT, "after")
+        return correct
 
     def _matches(self, secret: bytes, presented: bytes) -> bool:
         d = self.defects

@@ -46,6 +46,7 @@ class EmulatorServer:
         instance_id: bytes | None = None,
         reconnect: bool = True,
         retry_interval: float = 0.05,
+        removal_time: float = 0.5,
         quickack: bool = True,
     ) -> None:
         self.card = card
@@ -53,6 +54,10 @@ class EmulatorServer:
         self.instance_id = instance_id or os.urandom(16)
         self.reconnect = reconnect
         self.retry_interval = retry_interval
+        #: how long the card stays out after the emulator removed it (power cut, drop): more
+        #: than pcscd's 400 ms presence poll, or vpcd never sees it leave and come back
+        self.removal_time = removal_time
+        self._removed = False
         self.quickack = quickack
         self.connected = threading.Event()
         self.stopped = threading.Event()
@@ -72,7 +77,11 @@ class EmulatorServer:
             self._serve(link)
             if not self.reconnect:
                 break
-            self.stopped.wait(self.retry_interval)
+            away, self._removed = (
+                self.removal_time if self._removed else self.retry_interval,
+                False,
+            )
+            self.stopped.wait(away)
 
     def attach(self, link: SerialLink) -> None:
         """Serve an already open link (one session, no reconnect); for tests and probes."""
@@ -89,6 +98,7 @@ class EmulatorServer:
         """Close the current link as if the card were pulled out; reconnects if enabled."""
         link = self._link
         if link is not None:
+            self._removed = True
             link.close()
 
     def _serve(self, link: SerialLink) -> None:
@@ -104,6 +114,7 @@ class EmulatorServer:
             self._log.info("link closed: %s", exc)
         except CardPowerLost as exc:
             self._log.info("%s: the card leaves the reader", exc)
+            self._removed = True
         finally:
             self.connected.clear()
             self._link = None

@@ -213,6 +213,14 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
                 samples=int(body["samples"]),
                 of=body.get("of", "status"),
             )
+        elif action == "tear":
+            if "emulator-only" not in tags:
+                raise doc.error(
+                    "tear cuts the emulated card's power: add tag emulator-only",
+                    path,
+                    expected="tags: [emulator-only, destructive]",
+                )
+            step = M.Tear(**common, pin=_pin_of(doc, {}, params, path, current, action))
         else:  # leak
             step = M.Leak(
                 **common,

@@ -120,6 +120,11 @@ class Latency(Step):
 
 
 @dataclass(frozen=True)
+class Tear(Step):
+    pin: str = ""
+
+
+@dataclass(frozen=True)
 class Leak(Step):
     pin: str = ""
     samples: int = 100

@@ -177,6 +177,12 @@ STEPS: dict[str, dict[str, Any]] = {
         },
         "description": "VERIFY latency vs the reader profile's budgets",
     },
+    "tear": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {},
+        "description": "{} - cut power at every write point of a wrong VERIFY (emulated)",
+    },
     "leak": {
         "type": "object",
         "additionalProperties": False,
