@@ -43,7 +43,7 @@ def test_partial_config_takes_defaults(tmp_path: Path) -> None:
 
 
 BAD = [
-    ("name: x\nmodel: jpki-contact\nbogus: 1\n", 1, "Additional properties"),
+    ("name: x\nmodel: jpki-contact\nbogus: 1\n", 3, "Additional properties"),
     ('name: x\npins:\n  jpki-auth: "12345"\n', 3, "4 digits"),
     ('name: x\npins:\n  jpki-sign: "lower1"\n', 3, "A-Z"),
     ("name: x\npins:\n  jpki-auth: 1234\n", 3, "string"),

@@ -97,11 +97,17 @@ def location_of(data: Any, path: Sequence[str | int], filename: str) -> SourceLo
 
 
 def _describe_expected(error: jsonschema.ValidationError) -> str | None:
+    """What was expected, in the words of the schema: the nearest description up the
+    error's chain (a oneOf's own description beats whichever branch failed), else the enum,
+    the pattern or the type of the failing node."""
     schema = error.schema if isinstance(error.schema, Mapping) else {}
     if str(error.validator) == "additionalProperties" and "properties" in schema:
         return "only these keys: " + ", ".join(schema["properties"])
-    if "description" in schema:
-        return str(schema["description"])
+    e: jsonschema.ValidationError | None = error
+    while e is not None:
+        if isinstance(e.schema, Mapping) and "description" in e.schema:
+            return str(e.schema["description"])
+        e = e.parent if isinstance(e.parent, jsonschema.ValidationError) else None
     if "enum" in schema:
         return "one of " + ", ".join(repr(v) for v in schema["enum"])
     if "pattern" in schema:
@@ -109,6 +115,17 @@ def _describe_expected(error: jsonschema.ValidationError) -> str | None:
     if "type" in schema:
         return f"a value of type {schema['type']}"
     return None
+
+
+def _error_path(error: jsonschema.ValidationError) -> list[str | int]:
+    """Where the error is; for an unexpected key, the key itself rather than its mapping."""
+    where = list(error.absolute_path)
+    if str(error.validator) == "additionalProperties" and isinstance(error.instance, Mapping):
+        allowed = error.schema.get("properties", {}) if isinstance(error.schema, Mapping) else {}
+        extra = [k for k in error.instance if k not in allowed]
+        if extra:
+            where.append(extra[0])
+    return where
 
 
 def validate(doc: LoadedYAML, schema: Mapping[str, Any]) -> None:
@@ -131,7 +148,7 @@ def validate_at(doc: LoadedYAML, path: Sequence[str | int], schema: Mapping[str,
         return
     best = jsonschema.exceptions.best_match(errors)
     assert best is not None
-    where = [*path, *best.absolute_path]
+    where = [*path, *_error_path(best)]
     field = ".".join(str(p) for p in where) or "(top level)"
     raise doc.error(f"{field}: {best.message}", where, expected=_describe_expected(best))
 
