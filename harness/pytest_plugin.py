@@ -27,7 +27,8 @@ import pytest
 
 from harness.checks import ExpectationFailed
 from harness.emulator.config import DEFAULT_CONFIG_PATH, load_card_config
-from harness.errors import ConfigError, HarnessError
+from harness.errors import CardStateError, ConfigError, HarnessError, TransportError
+from harness.lab.pcscd import LabError
 from harness.scenario import Scenario, load_scenarios
 from harness.target import Target, make_target
 
@@ -172,6 +173,8 @@ class ScenarioItem(pytest.Item):
                     f"destructive on real reader {target.name!r}: enable with "
                     f"--pinloop-destructive-reader '{target.name}'"
                 )
+        for pin in sorted(self.scenario.pins):
+            target.secret(pin)  # a missing PIN is an error before anything is sent
         self.target = target
 
     def runtest(self) -> None:
@@ -189,10 +192,10 @@ class ScenarioItem(pytest.Item):
         self.user_properties.append(("rule", self.scenario.rule))
         try:
             runner.run()
-        except HarnessError as exc:
-            if not isinstance(exc, ConfigError):
-                # a lab fault: the card's state is unknown, so this target stops here
-                self.config.stash[_POOL].mark_broken(self.spec, str(exc).splitlines()[0])
+        except (TransportError, LabError, CardStateError) as exc:
+            # the path to the card failed mid-scenario: its state is unknown, so this target
+            # stops here (its other items error at once); other targets go on
+            self.config.stash[_POOL].mark_broken(self.spec, str(exc).splitlines()[0])
             raise
         finally:
             self.latencies = runner.latencies

@@ -57,8 +57,8 @@ class Target:
     def max_tries(self, pin_id: str) -> int:
         return PINS_BY_ID[pin_id].default_max_tries
 
-    def begin(self) -> None:
-        """Bring the card to the state a scenario starts from."""
+    def begin(self, pins: frozenset[str] = frozenset()) -> None:
+        """Bring the card to the state a scenario starts from (``pins``: those it uses)."""
 
     def reinsert(self) -> None:
         raise TargetError(f"{self.name}: card removal needs an operator (not unattended yet)")
@@ -92,7 +92,7 @@ class _Emulated(Target):
     def verified(self, pin_id: str) -> bool:
         return pin_id in self.card.verified
 
-    def begin(self) -> None:
+    def begin(self, pins: frozenset[str] = frozenset()) -> None:
         self.card.store = MemoryStore(fresh_copy(self.template))
         self.transport.power_cycle()
 
@@ -200,7 +200,30 @@ class RealReaderTarget(Target):
             raise TargetError(f"missing PIN for {pin_id} on {self.name}: set {env_name(pin_id)}")
         return value.encode()
 
-    def begin(self) -> None:
+    def begin(self, pins: frozenset[str] = frozenset()) -> None:
+        """Power-cycle, then one right VERIFY per PIN the scenario uses: counters at maximum.
+
+        A blocked PIN cannot be restored from here: that is a lab fault, not a test result.
+        """
+        from harness.apdu import commands as C
+        from harness.emulator.layout import APPS_BY_ID
+
+        self.transport.power_cycle()
+        for pin in sorted(pins):
+            spec = PINS_BY_ID[pin]
+            self.transport.transmit(C.select_df(APPS_BY_ID[spec.app].aid))
+            self.transport.transmit(C.select_ef(spec.fid))
+            status = self.transport.transmit(C.pin_status())
+            if status.sw == 0x63C0:
+                raise TargetError(
+                    f"{pin} is blocked on {self.name}; re-initialise it (municipal "
+                    "window or kiosk) before running scenarios on this card"
+                )
+            if not self.transport.transmit(C.verify(self.secret(pin))).ok:
+                raise TargetError(
+                    f"the PIN given for {pin} ({env_name(pin)}) is not accepted "
+                    f"by the card in {self.name}"
+                )
         self.transport.power_cycle()
 
 
