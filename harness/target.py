@@ -219,6 +219,11 @@ class RealReaderTarget(Target):
                     f"{pin} is blocked on {self.name}; re-initialise it (municipal "
                     "window or kiosk) before running scenarios on this card"
                 )
+            if status.sw == 0x63C1:  # a mistyped PIN in the environment would block it
+                raise TargetError(
+                    f"{pin} has 1 try left on {self.name}; restore it by hand with the right "
+                    "PIN before running scenarios"
+                )
             if not self.transport.transmit(C.verify(self.secret(pin))).ok:
                 raise TargetError(
                     f"the PIN given for {pin} ({env_name(pin)}) is not accepted "
