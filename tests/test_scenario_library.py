@@ -108,3 +108,16 @@ def test_the_library_passes_through_pcscd() -> None:
     code, out = run_library("--pinloop-target", "pcscd")
     assert code == 0, out[-3000:]
     assert re.match(r"\d+ passed in", summary(out)), summary(out)
+
+
+def test_one_targets_fault_does_not_stop_the_others() -> None:
+    code, out = run_library(
+        "-k",
+        "lowercase",
+        "--pinloop-target",
+        "inprocess",
+        "--pinloop-target",
+        "reader:^No Such Reader$",
+    )
+    assert re.match(r"1 passed, \d+ deselected, 1 error in", summary(out)), out[-2000:]
+    assert "lab fault on reader:^No Such Reader$" in out
