@@ -119,5 +119,7 @@ def test_one_targets_fault_does_not_stop_the_others() -> None:
         "--pinloop-target",
         "reader:^No Such Reader$",
     )
-    assert re.match(r"1 passed, \d+ deselected, 1 error in", summary(out)), out[-2000:]
+    assert code == 1 and re.match(r"1 passed, \d+ deselected, 1 error in", summary(out)), out[
+        -2000:
+    ]
     assert "lab fault on reader:^No Such Reader$" in out
