@@ -82,7 +82,12 @@ def test_decrement_after_compare_writes_after_the_comparison(
     host.card.write_hook = lambda point, phase: order.append(f"{point}:{phase}")
     host.select_pin("jpki-auth")
     assert host.verify("jpki-auth", b"0000") == SW.retries(2)  # the SWs look the same...
-    assert order == ["compare", "verify.decrement:before", "verify.decrement:after"]  # ...order not
+    assert order == [  # ...the order does not: compared, then written
+        "compare",
+        "verify.compare:after",
+        "verify.decrement:before",
+        "verify.decrement:after",
+    ]
 
 
 def _verify_time(host: Host, value: bytes, n: int = 15) -> float:

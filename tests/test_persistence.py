@@ -11,7 +11,14 @@ import pytest
 
 from harness.apdu import commands as C
 from harness.apdu import sw as SW
-from harness.emulator import WRITE_POINTS, CardConfig, CardState, EmulatedCard, FileStore
+from harness.emulator import (
+    COMPARE_EVENT,
+    WRITE_POINTS,
+    CardConfig,
+    CardState,
+    EmulatedCard,
+    FileStore,
+)
 from harness.emulator import state as state_mod
 from harness.errors import CardPowerLost, CardStateError
 from tests.support import Host
@@ -173,16 +180,21 @@ def test_verify_decrements_before_it_compares(host: Host) -> None:
     host.card.write_hook = rec
     host.select_pin("jpki-auth")
     host.verify("jpki-auth", b"0000")
-    assert rec.seen == [("verify.decrement", "before"), ("verify.decrement", "after")]
+    assert rec.seen == [
+        ("verify.decrement", "before"),
+        ("verify.decrement", "after"),
+        ("verify.compare", "after"),  # compared only once the decrement is written
+    ]
     rec.seen.clear()
     host.verify("jpki-auth")
     assert rec.seen == [
         ("verify.decrement", "before"),
         ("verify.decrement", "after"),
+        ("verify.compare", "after"),
         ("verify.restore", "before"),
         ("verify.restore", "after"),
     ]
-    assert {p for p, _ in rec.seen} <= set(WRITE_POINTS)
+    assert {p for p, _ in rec.seen} <= {*WRITE_POINTS, COMPARE_EVENT}
 
 
 @pytest.mark.parametrize("phase", ["before", "after"])
