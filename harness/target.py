@@ -17,7 +17,6 @@ import contextlib
 import os
 import re
 import tempfile
-import time
 from pathlib import Path
 
 from harness.emulator import DefectProfile, EmulatedCard, MemoryStore, parse_profile, personalise
@@ -134,22 +133,11 @@ class PcscdTarget(_Emulated):
 
     def _connect(self, timeout: float = 5.0) -> Transport:
         from harness.transport.identity import require_emulator
-        from harness.transport.pcsc import PcscTransport, wait_for_card
+        from harness.transport.pcsc import connect_when_ready
 
-        deadline = time.monotonic() + timeout
-        while True:
-            transport: PcscTransport | None = None
-            try:
-                wait_for_card(self.name, max(0.1, deadline - time.monotonic()))
-                transport = PcscTransport(self.name)
-                require_emulator(transport, self.server.instance_id)
-                return transport
-            except TransportError:
-                if transport is not None:
-                    transport.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        return connect_when_ready(
+            self.name, timeout, check=lambda t: require_emulator(t, self.server.instance_id)
+        )
 
     def reinsert(self) -> None:
         """Pull the card out (the link closes: the reader sees it leave) and put it back."""

@@ -18,12 +18,16 @@ from harness.errors import (
     ReaderGone,
     SharingViolation,
     StaleEmulator,
-    TransportError,
     TransportTimeout,
 )
 from harness.lab.pcscd import LabError, Pcscd
 from harness.transport.identity import require_emulator
-from harness.transport.pcsc import PcscTransport, list_readers, wait_for_card
+from harness.transport.pcsc import (
+    PcscTransport,
+    connect_when_ready,
+    list_readers,
+    wait_for_card,
+)
 from tests.pcsc_lab import EmulatorProcess, require_pcsc
 
 JPKI = C.select_df(bytes.fromhex("D392F000260100000001"))
@@ -142,20 +146,7 @@ def test_a_stale_emulator_on_the_port_is_detected(
     ours.kill()
     # the stale one silently becomes the card at vpcd's next poll; the reader may never
     # even look empty, so retry until a card answers again
-    deadline = time.monotonic() + 5
-    while True:
-        attempt: PcscTransport | None = None
-        try:
-            attempt = PcscTransport(slot.reader)
-            attempt.transmit(JPKI)
-            break
-        except TransportError:
-            if attempt is not None:
-                attempt.close()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    transport = attempt
+    transport = connect_when_ready(slot.reader, 5, check=lambda t: t.transmit(JPKI))
     with transport:
         with pytest.raises(StaleEmulator, match="stale emulator"):
             require_emulator(transport, ours.instance_id)

@@ -376,3 +376,33 @@ def reader_states(deadline: float = DEFAULT_DEADLINE) -> list[tuple[str, bool, b
         ]
     finally:
         S.SCardReleaseContext(ctx)
+
+
+def connect_when_ready(
+    reader: str,
+    timeout: float,
+    *,
+    check: Callable[[PcscTransport], object] | None = None,
+    deadline: float = DEFAULT_DEADLINE,
+) -> PcscTransport:
+    """Connect to the card in ``reader`` once it answers (and passes ``check``).
+
+    After a removal the reader may look occupied until its next presence poll (400 ms), and an
+    emulator may take a moment to come back; so a failed attempt is closed and retried until
+    ``timeout``, then its error is raised.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        transport: PcscTransport | None = None
+        try:
+            wait_for_card(reader, max(0.1, end - time.monotonic()))
+            transport = PcscTransport(reader, deadline=deadline)
+            if check is not None:
+                check(transport)
+            return transport
+        except TransportError:
+            if transport is not None:
+                transport.close()
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.05)
