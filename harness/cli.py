@@ -238,6 +238,20 @@ def cmd_readers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report.static import build
+
+    reports = Path(args.reports)
+    index = build(
+        reports / "allure-results", reports / "allure-report", history=reports / "history.jsonl"
+    )
+    print(f"report: {index}")
+    summary = reports / "summary.html"
+    if summary.exists():
+        print(f"per-reader summary: {summary}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pinloop", description=__doc__.splitlines()[0] if __doc__ else None
@@ -294,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     readers = sub.add_parser("readers", help="PC/SC readers, their cards and profiles")
     readers.add_argument("--profiles", default=str(READERS_DIR), help="reader profile folder")
     readers.set_defaults(func=cmd_readers)
+
+    report = sub.add_parser("report", help="turn reports/ into a static Allure 3 report")
+    report.add_argument("--reports", default="reports", help="the reports folder of a run")
+    report.set_defaults(func=cmd_report)
 
     smoke = sub.add_parser("smoke", help="a short PIN sequence against an in-process card")
     smoke.add_argument("--config", default=str(DEFAULT_CONFIG_PATH))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,13 @@ from harness.checks import ExpectationFailed
 from harness.emulator.config import DEFAULT_CONFIG_PATH, load_card_config
 from harness.errors import CardStateError, ConfigError, HarnessError, TransportError
 from harness.lab.pcscd import LabError
+from harness.report.allure_report import (
+    attach_timing,
+    collection_markers,
+    runtime_metadata,
+    step_context,
+)
+from harness.report.summary import Row, Summary
 from harness.scenario import Scenario, load_scenarios
 from harness.target import Target, make_target
 
@@ -65,6 +72,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="allow destructive scenarios on this real reader (exact name)",
     )
     g.addoption("--pinloop-reveal", action="store_true", help="UNSAFE: show PINs in traces")
+    g.addoption(
+        "--pinloop-reports",
+        metavar="DIR",
+        help="write the per-reader summary (summary.json, summary.html) here",
+    )
     parser.addini("pinloop_file_pattern", "regex of scenario file names", default=DEFAULT_PATTERN)
 
 
@@ -72,6 +84,48 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     config.stash[_POOL] = TargetPool(config)
+    config.stash[_SUMMARY] = Summary()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if isinstance(item, ScenarioItem) and (
+        call.when == "call" or report.failed or (report.skipped and call.when == "setup")
+    ):
+        _record(item, call, report)
+    return report
+
+
+def _record(item: ScenarioItem, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
+    """One row of the per-reader summary: failed = the device, error = the lab."""
+    if report.skipped:
+        result = "skipped"
+    elif report.failed:
+        exc = call.excinfo.value if call.excinfo else None
+        result = "failed" if isinstance(exc, AssertionError) else "error"
+    else:
+        result = "passed"
+    reader = item.target.name if item.target is not None else item.spec
+    verify_us = [us for ins, us in getattr(item, "latencies", []) if ins == "20"]
+    scenario = item.nodeid.split("::", 1)[-1].rsplit("@", 1)[0]
+    item.config.stash[_SUMMARY].add(Row(reader, scenario, item.scenario.rule, result, verify_us))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return  # xdist workers: the controller writes the session's files
+    reports = config.getoption("--pinloop-reports")
+    if reports:
+        config.stash[_SUMMARY].write(Path(reports))
+    alluredir = config.getoption("allure_report_dir", None)
+    if alluredir:
+        from harness.report.allure_report import write_environment
+
+        write_environment(Path(alluredir), config.stash[_POOL].describe())
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -123,8 +177,27 @@ class TargetPool:
         for spec in list(self.targets):
             self.targets.pop(spec).close()
 
+    def describe(self) -> list[dict[str, str]]:
+        """The readers of this session, for environment.properties."""
+        out = []
+        for spec, target in self.targets.items():
+            out.append(
+                {
+                    "target": spec,
+                    "name": target.name,
+                    "atr": target.transport.atr.hex(" ").upper(),
+                    "profile": target.profile.name if target.profile else "none",
+                    "card": "emulated" if target.emulated else "real",
+                }
+            )
+        out += [
+            {"target": spec, "name": "broken", "fault": why} for spec, why in self.broken.items()
+        ]
+        return out
+
 
 _POOL = pytest.StashKey[TargetPool]()
+_SUMMARY = pytest.StashKey[Summary]()
 
 
 class ScenarioFile(pytest.File):
@@ -137,6 +210,8 @@ class ScenarioFile(pytest.File):
                 item = ScenarioItem.from_parent(self, name=name, scenario=scenario, spec=spec)
                 for tag in sorted(scenario.tags):
                     item.add_marker(tag.replace("-", "_"))
+                for mark in collection_markers(scenario):
+                    item.add_marker(mark)
                 item.add_marker(pytest.mark.pinloop_target(spec))
                 yield item
 
@@ -190,6 +265,13 @@ class ScenarioItem(pytest.Item):
         )
         self.user_properties.append(("reader", self.target.name))
         self.user_properties.append(("rule", self.scenario.rule))
+        card = getattr(self.target, "card", None)
+        runtime_metadata(
+            self.scenario,
+            self.target.name,
+            f"{card.store.state.name} ({card.model.name})" if card else "real card",
+        )
+        runner.step_context = step_context(lambda: runner.trace)
         try:
             runner.run()
         except (TransportError, LabError, CardStateError) as exc:
@@ -199,6 +281,10 @@ class ScenarioItem(pytest.Item):
             raise
         finally:
             self.latencies = runner.latencies
+            timing = any(s.action in ("latency", "leak") for s in self.scenario.steps)
+            attach_timing(
+                runner.latencies, f"{self.scenario.name} on {self.target.name}", plot=timing
+            )
 
     def _pinloop_repr(self, exc: BaseException) -> str | None:
         """Our own one-screen text for the failures pinloop raises; None for anything else."""

@@ -7,12 +7,15 @@ that could block the PIN unless destructive runs were enabled for that reader.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
 import secrets
 import statistics
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from harness.apdu import commands as C
 from harness.apdu import render_command
@@ -56,7 +59,11 @@ class Runner:
         self.trace: list[str] = []
         self.step: M.Step | None = None
         self.start_counters: dict[str, int] = {}
-        self.latencies: list[tuple[str, float]] = []  # (label, µs) of every APDU
+        self.latencies: list[tuple[str, float]] = []  # (INS, µs) of every APDU
+        #: wraps each step (the pytest plugin puts an Allure step around it)
+        self.step_context: Callable[[int, M.Step], AbstractContextManager[object]] = (
+            lambda index, step: contextlib.nullcontext()
+        )
 
     # -- plumbing ---------------------------------------------------------------------------
     def fail(self, what: str, expected: str, actual: str) -> ExpectationFailed:
@@ -234,10 +241,11 @@ class Runner:
         self.target.begin(self.scenario.pins)
         if any(isinstance(s, M.OthersUnchanged) for s in self.scenario.steps):
             self.start_counters = {p.id: self.tries(p.id) for p in PINS}
-        for step in self.scenario.steps:
+        for index, step in enumerate(self.scenario.steps, 1):
             self.step = step
             self.trace = []
-            getattr(self, "do_" + step.action)(step)
+            with self.step_context(index, step):
+                getattr(self, "do_" + step.action)(step)
 
     def do_select(self, s: M.Select) -> None:
         if s.pin is not None:

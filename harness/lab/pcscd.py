@@ -1,7 +1,8 @@
 """Start and stop Debian's ``pcscd`` with vsmartcard's vpcd readers, without systemd.
 
-- pcscd runs in the foreground as our child (``--foreground --debug --apdu``, never
-  ``--auto-exit``: that would exit 60 s after the last client, and an emulator is no client).
+- pcscd runs in the foreground as our child (``--foreground --debug``, never ``--auto-exit``:
+  that would exit 60 s after the last client, and an emulator is no client). Not ``--apdu``:
+  pcscd would log every APDU in clear, PINs included, and its log is shown on lab faults.
 - It needs root. Not root: a :class:`LabError` names the exact command to run.
 - A pcscd we did not start is never stopped; by default we refuse to run beside one.
 - Readiness is the daemon answering ``SCardEstablishContext``, not a sleep.
@@ -155,8 +156,7 @@ class Pcscd:
             )
         if os.geteuid() != 0:
             raise LabError(
-                f"pcscd must run as root; run: sudo {PCSCD} --foreground --debug "
-                "--apdu &   (then pinloop uses it)"
+                "pinloop starts its own pcscd, which must run as root: run this as root (sudo)"
             )
         other = _running_pid()
         if other is not None:
@@ -170,7 +170,7 @@ class Pcscd:
         log = self.log_path.open("ab")
         try:
             self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
-                [PCSCD, "--foreground", "--debug", "--apdu", "--config", str(self.config_dir)],
+                [PCSCD, "--foreground", "--debug", "--config", str(self.config_dir)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

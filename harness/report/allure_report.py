@@ -1,0 +1,168 @@
+"""What pinloop puts into Allure results.
+
+allure-pytest writes the results when pytest runs with ``--alluredir``; without it every call
+here is a no-op. Labels are markers added at collection (custom items have no decorators);
+parameters, steps and attachments are added at run time. The reader and the card are
+non-excluded parameters, so runs on two readers stay two tests in history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import allure
+import pytest
+
+from harness import __version__
+from harness.emulator.layout import APPS_BY_ID, PINS_BY_ID
+from harness.scenario import Scenario
+from harness.scenario import model as M
+
+#: first match wins: timing failures before other device defects; lab faults are "broken"
+CATEGORIES = [
+    {
+        "name": "Timing failures (device)",
+        "matchedStatuses": ["failed"],
+        "messageRegex": r"(?s).*rule '(verify-latency-budget|verify-constant-time)' broken.*",
+    },
+    {
+        "name": "Device defects",
+        "matchedStatuses": ["failed"],
+        "messageRegex": r"(?s).*rule '[a-z0-9-]+' broken.*",
+    },
+    {"name": "Lab faults (reader, daemon, emulator, configuration)", "matchedStatuses": ["broken"]},
+]
+
+_SNIPPET_LINE = re.compile(r"^>\s*\d+  (.*)$")  # the marked line of a ConfigError-style snippet
+_LITERAL = re.compile(r"(literal:\s*)(\"[^\"]*\"|'[^']*'|[^,}\s]+)")
+
+
+def scenario_apps(scenario: Scenario) -> set[str]:
+    apps = {PINS_BY_ID[p].app for p in scenario.pins}
+    apps |= {s.app for s in scenario.steps if isinstance(s, M.Select) and s.app}
+    return apps
+
+
+def collection_markers(scenario: Scenario) -> list[pytest.MarkDecorator]:
+    apps = scenario_apps(scenario)
+    epic = APPS_BY_ID[next(iter(apps))].label if len(apps) == 1 else "several applications"
+    pins = sorted(scenario.pins)
+    feature = (
+        f"{pins[0]} ({PINS_BY_ID[pins[0]].label})"
+        if len(pins) == 1
+        else "several PINs"
+        if pins
+        else "no PIN"
+    )
+    label = pytest.mark.allure_label
+    marks = [
+        label(epic, label_type="epic"),
+        label(feature, label_type="feature"),
+        label(scenario.name, label_type="story"),
+        label(scenario.severity, label_type="severity"),
+        label(scenario.rule, label_type="tag"),
+    ]
+    marks += [label(t, label_type="tag") for t in sorted(scenario.tags)]
+    return marks
+
+
+def step_title(index: int, step: M.Step) -> str:
+    """``3. verify: {value: wrong, repeat: max-1}`` - the step's own line, literals masked."""
+    marked = (_SNIPPET_LINE.match(ln) for ln in step.snippet.splitlines())
+    m = next((m for m in marked if m), None)
+    text = m.group(1).strip().lstrip("- ") if m else step.action
+    masked = _LITERAL.sub(r"\1****", text)
+    return f"{index}. {masked}"
+
+
+def runtime_metadata(scenario: Scenario, reader: str, card: str) -> None:
+    allure.dynamic.title(scenario.name + (f" [{scenario.id}]" if scenario.id else ""))
+    allure.dynamic.description(scenario.description or scenario.name)
+    allure.dynamic.parameter("reader", reader)
+    allure.dynamic.parameter("card", card)
+    for key, value in scenario.params.items():
+        allure.dynamic.parameter(key, value)
+
+
+def step_context(trace: Callable[[], list[str]]) -> Callable[[int, M.Step], Any]:
+    """A context manager factory: one Allure step per scenario step, its trace attached."""
+
+    @contextlib.contextmanager
+    def ctx(index: int, step: M.Step) -> Iterator[None]:
+        with allure.step(step_title(index, step)):
+            try:
+                yield
+            finally:
+                lines = trace()
+                if lines:
+                    allure.attach(
+                        "\n".join(lines),
+                        name="APDU trace (PINs masked)",
+                        attachment_type=allure.attachment_type.TEXT,
+                    )
+
+    return ctx
+
+
+def attach_timing(latencies: list[tuple[str, float]], title: str, *, plot: bool) -> None:
+    """The latency of every APDU as CSV; with ``plot``, a histogram too (timing scenarios:
+    a figure costs ~0.4 s, and the summary already has one per reader)."""
+    if not latencies:
+        return
+    csv = "ins,latency_us\n" + "\n".join(f"{ins},{us:.1f}" for ins, us in latencies)
+    allure.attach(csv, name="latency samples (CSV)", attachment_type=allure.attachment_type.CSV)
+    if not plot:
+        return
+    from harness.report.plots import latency_histogram
+
+    series: dict[str, list[float]] = {}
+    for ins, us in latencies:
+        series.setdefault({"20": "VERIFY", "A4": "SELECT"}.get(ins, "other"), []).append(us)
+    allure.attach(
+        latency_histogram(series, title),
+        name="latency histogram",
+        attachment_type=allure.attachment_type.PNG,
+    )
+
+
+def _dpkg_version(package: str) -> str:
+    try:
+        out = subprocess.run(  # noqa: S603 - fixed program, a package name of ours
+            ["dpkg-query", "-W", "-f=${Version}", package],  # noqa: S607
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        return out.stdout.strip() or "not installed"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_environment(alluredir: Path, readers: list[dict[str, str]]) -> None:
+    """``environment.properties`` and ``categories.json`` into the results directory."""
+    import smartcard
+
+    props = {
+        "pinloop": __version__,
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "pyscard": getattr(smartcard, "__version__", "2.3.1"),
+        "pcscd": _dpkg_version("pcscd"),
+        "vsmartcard-vpcd": _dpkg_version("vsmartcard-vpcd"),
+    }
+    for i, r in enumerate(readers):
+        for key, value in r.items():
+            props[f"reader.{i}.{key}"] = value
+    alluredir.mkdir(parents=True, exist_ok=True)
+    (alluredir / "environment.properties").write_text(
+        "".join(f"{k}={str(v).replace(chr(10), ' ')}\n" for k, v in props.items())
+    )
+    (alluredir / "categories.json").write_text(json.dumps(CATEGORIES, indent=1))

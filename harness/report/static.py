@@ -1,0 +1,100 @@
+"""A browsable static report from ``reports/``, without Java: Allure 3 (npm package ``allure``).
+
+The project installs its pinned Allure 3 into ``.tools/allure`` itself (npm, no global
+install). History for nightly trends is kept in ``reports/history.jsonl`` (Allure 3's
+``historyPath``): keep that file between runs (CI cache) and trends accumulate.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+ALLURE_VERSION = "3.18.0"
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS = ROOT / ".tools" / "allure"
+
+
+class ReportError(HarnessError):
+    pass
+
+
+def allure_cli() -> Path:
+    """The pinned Allure 3 CLI, installed into .tools/allure on first use."""
+    cli = TOOLS / "node_modules" / ".bin" / "allure"
+    if cli.exists():
+        return cli
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ReportError("npm is missing; as root: apt-get install -y nodejs npm")
+    TOOLS.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(  # noqa: S603 - npm with fixed arguments
+        [
+            npm,
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(TOOLS),
+            f"allure@{ALLURE_VERSION}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0 or not cli.exists():
+        raise ReportError(f"npm install allure@{ALLURE_VERSION} failed:\n{proc.stderr[-2000:]}")
+    return cli
+
+
+def build(
+    results: Path, output: Path, *, history: Path | None = None, name: str = "pinloop"
+) -> Path:
+    """Generate the static report; returns its index.html."""
+    if not any(results.glob("*-result.json")):
+        raise ReportError(f"no Allure results in {results} (run pytest with --alluredir)")
+    cli = allure_cli()
+    config: dict[str, object] = {
+        "name": name,
+        "output": str(output.resolve()),
+        # application → PIN → scenario, as a lab reads it
+        "plugins": {"awesome": {"options": {"groupBy": ["epic", "feature", "story"]}}},
+    }
+    if history is not None:
+        config["historyPath"] = str(history.resolve())
+    if output.exists():
+        shutil.rmtree(output)  # a stale index.html must never pass for a new report
+    config_path = results.parent / "allurerc.json"
+    config_path.write_text(json.dumps(config, indent=1))
+    proc = subprocess.run(  # noqa: S603 - our pinned CLI, our arguments
+        [
+            str(cli),
+            "generate",
+            str(results.resolve()),
+            "--config",
+            str(config_path),
+            "--output",
+            str(output.resolve()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=results.parent,
+        env={
+            "PATH": "/usr/bin:/bin:/usr/local/bin",
+            "ALLURE_NO_ANALYTICS": "true",
+            "HOME": str(ROOT / ".tools"),
+        },
+    )
+    # with a plugin configured by name, Allure 3 writes that report into output/<plugin>/
+    index = next((p for p in (output / "index.html", output / "awesome" / "index.html")
+                  if p.exists()), None)
+    if proc.returncode != 0 or index is None:
+        raise ReportError(f"allure generate failed:\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+    return index

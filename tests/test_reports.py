@@ -1,0 +1,238 @@
+"""Reports: Allure results, categories, environment, the per-reader summary, the static
+report - and no PIN of the run in any file under the reports folder."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.report.allure_report import CATEGORIES
+
+ROOT = Path(__file__).resolve().parent.parent
+CARD = """name: report-card
+pins:
+  jpki-auth: "7391"
+  jpki-sign: "QZXWV9PL"
+  kenhojo-pin: "8264"
+  juki-pin: "5173"
+  common-pin: "6082"
+reset_codes:
+  window: "WINDOWCODE-ZQX81"
+  kiosk: "KIOSKCODE-ZQX812"
+identity:
+  my_number: "908172635443"
+  birth_date: "19711109"
+  expiry_year: "2031"
+  security_code: "4817"
+"""
+#: every secret of that card: PINs, derived codes (照合番号A/B, birth key), reset codes
+SECRETS = [
+    "7391",
+    "QZXWV9PL",
+    "8264",
+    "5173",
+    "6082",
+    "908172635443",
+    "46110920314817",
+    "461109",
+    "WINDOWCODE-ZQX81",
+    "KIOSKCODE-ZQX812",
+]
+
+
+def _pytest(reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    card = reports.parent / "card.yaml"
+    card.write_text(CARD)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(ROOT / "scenarios"),
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--rootdir",
+            str(ROOT),
+            "--pinloop-card",
+            str(card),
+            "--alluredir",
+            str(reports / "allure-results"),
+            "--pinloop-reports",
+            str(reports),
+            "--junitxml",
+            str(reports / "junit.xml"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "reports"
+    proc = _pytest(out)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    return out
+
+
+def _results(reports: Path) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in (reports / "allure-results").glob("*-result.json")]
+
+
+def _label(result: dict[str, object], name: str) -> list[str]:
+    return [lb["value"] for lb in result["labels"] if lb["name"] == name]  # type: ignore[attr-defined,index]
+
+
+def test_labels_parameters_and_steps(reports: Path) -> None:
+    results = _results(reports)
+    assert len(results) >= 100
+    one = next(
+        r
+        for r in results
+        if _label(r, "story") == ["wrong ×N locks at exactly N"]
+        and {"name": "pin", "value": "'jpki-sign'"} in r["parameters"]
+    )  # type: ignore[operator]
+    assert _label(one, "epic") == ["公的個人認証AP (JPKI)"]
+    assert _label(one, "feature") == ["jpki-sign (署名用電子証明書 パスワード)"]
+    assert _label(one, "severity") == ["critical"]
+    assert {"lock-at-exactly-n", "destructive"} <= set(_label(one, "tag"))
+    params = {p["name"]: p["value"] for p in one["parameters"]}  # type: ignore[attr-defined,index]
+    assert params == {
+        "reader": "'emulated (in-process)'",
+        "card": "'report-card (jpki-contact)'",
+        "pin": "'jpki-sign'",
+    }
+    steps = one["steps"]
+    assert [s["name"] for s in steps] == [  # type: ignore[attr-defined,index]
+        '1. select: {pin: "{pin}"}',
+        "2. verify: {value: wrong, repeat: max-1}",
+        "3. verify: {value: wrong}",
+        "4. verify: {value: right}",
+    ]
+    trace = reports / "allure-results" / steps[1]["attachments"][0]["source"]  # type: ignore[index]
+    text = trace.read_text()
+    assert ">> 00 20 00 80 08 ** ** ** ** ** ** ** **  << 63C4" in text
+    attachments = {a["name"] for a in one["attachments"]}  # type: ignore[attr-defined,index]
+    assert "latency samples (CSV)" in attachments
+    timing = next(r for r in results if _label(r, "tag").count("verify-latency-budget"))
+    kinds = {a["type"] for a in timing["attachments"]}  # type: ignore[attr-defined,index]
+    assert {"text/csv", "image/png"} <= kinds
+
+
+def test_environment_and_categories(reports: Path) -> None:
+    env = dict(
+        line.split("=", 1)
+        for line in (reports / "allure-results" / "environment.properties").read_text().splitlines()
+    )
+    assert {
+        "pinloop",
+        "host",
+        "python",
+        "pyscard",
+        "pcscd",
+        "vsmartcard-vpcd",
+        "reader.0.name",
+        "reader.0.atr",
+        "reader.0.profile",
+    } <= set(env)
+    assert env["reader.0.atr"] == "3B E0 00 FF 81 31 FE 45 14"
+    cats = json.loads((reports / "allure-results" / "categories.json").read_text())
+    assert cats == CATEGORIES
+
+
+def test_categories_separate_defects_timing_and_lab_faults(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    proc = _pytest(
+        reports,
+        "-k",
+        "lock-at-exactly-n and jpki-auth or latency and jpki-auth",
+        "--pinloop-defect",
+        "fixed-delay:fixed_delay_ms=2",
+        "--pinloop-target",
+        "inprocess",
+        "--pinloop-target",
+        "reader:^Nope$",
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:]
+
+    def category(result: dict[str, object]) -> str:
+        message = result.get("statusDetails", {}).get("message", "")  # type: ignore[attr-defined]
+        for c in CATEGORIES:
+            if result["status"] in c["matchedStatuses"] and re.fullmatch(
+                c.get("messageRegex", "(?s).*"), message
+            ):  # type: ignore[arg-type]
+                return str(c["name"])
+        return "none"
+
+    def rule(result: dict[str, object]) -> str:
+        kinds = {"destructive", "emulator-only", "needs-reinit"}
+        return next(t for t in _label(result, "tag") if t not in kinds)
+
+    got = {(rule(r), str(r["status"]), category(r)) for r in _results(reports)}
+    assert ("verify-latency-budget", "failed", "Timing failures (device)") in got, got
+    assert ("lock-at-exactly-n", "passed", "none") in got, got
+    assert any(s == "broken" and c.startswith("Lab faults") for _, s, c in got), got
+
+
+def test_summary(reports: Path) -> None:
+    data = json.loads((reports / "summary.json").read_text())
+    reader = data["readers"]["emulated (in-process)"]
+    assert reader["outcomes"]["passed"] >= 100 and reader["outcomes"]["failed"] == 0
+    latency = reader["verify_latency"]
+    assert (
+        latency["samples"] > 500 and 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"]
+    )
+    html = (reports / "summary.html").read_text()
+    assert "VERIFY latency" in html and "data:image/png;base64," in html
+
+
+def _leaks(folder: Path) -> list[str]:
+    found = []
+    patterns = [
+        re.compile(rb"(?<![0-9A-Za-z])" + re.escape(s.encode()) + rb"(?![0-9A-Za-z])")
+        for s in SECRETS
+    ]
+    patterns += [re.compile(re.escape(s.encode().hex(" ").upper().encode()), re.I) for s in SECRETS]
+    patterns += [re.compile(re.escape(s.encode().hex().encode()), re.I) for s in SECRETS]
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [
+                f"{path.relative_to(folder)}: {p.pattern!r}" for p in patterns if p.search(data)
+            ]
+    return found
+
+
+def test_no_pin_in_any_file_under_reports(reports: Path) -> None:
+    files = [p for p in reports.rglob("*") if p.is_file()]
+    assert len(files) > 200
+    assert _leaks(reports) == []
+
+
+def test_the_grep_would_see_a_pin(tmp_path: Path) -> None:
+    (tmp_path / "log.txt").write_text("VERIFY 00 20 00 80 04 37 33 39 31\n")
+    (tmp_path / "b.json").write_text('{"pin": "QZXWV9PL"}')
+    assert len(_leaks(tmp_path)) == 2
+
+
+def test_static_report_without_java(reports: Path) -> None:
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed (./run report installs nodejs and npm)")
+    from harness.report.static import build
+
+    index = build(
+        reports / "allure-results", reports / "allure-report", history=reports / "history.jsonl"
+    )
+    assert index.exists() and "<html" in index.read_text().lower()
+    assert (reports / "history.jsonl").exists()  # trends across nightly runs
+    assert _leaks(reports) == []
