@@ -93,8 +93,9 @@ def build(
         },
     )
     # with a plugin configured by name, Allure 3 writes that report into output/<plugin>/
-    index = next((p for p in (output / "index.html", output / "awesome" / "index.html")
-                  if p.exists()), None)
+    index = next(
+        (p for p in (output / "index.html", output / "awesome" / "index.html") if p.exists()), None
+    )
     if proc.returncode != 0 or index is None:
         raise ReportError(f"allure generate failed:\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
     return index
