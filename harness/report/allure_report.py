@@ -148,13 +148,20 @@ def _dpkg_version(package: str) -> str:
 
 def write_environment(alluredir: Path, readers: list[dict[str, str]]) -> None:
     """``environment.properties`` and ``categories.json`` into the results directory."""
-    import smartcard
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
 
     props = {
         "pinloop": __version__,
         "host": platform.node(),
         "python": platform.python_version(),
-        "pyscard": getattr(smartcard, "__version__", "2.3.1"),
+        "pyscard": installed("pyscard"),
+        "allure-pytest": installed("allure-pytest"),
         "pcscd": _dpkg_version("pcscd"),
         "vsmartcard-vpcd": _dpkg_version("vsmartcard-vpcd"),
     }

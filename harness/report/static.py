@@ -38,6 +38,8 @@ def allure_cli() -> Path:
             "install",
             "--no-audit",
             "--no-fund",
+            "--fetch-timeout=60000",  # fail in minutes, not hang, if the registry is away
+            "--fetch-retries=2",
             "--prefix",
             str(TOOLS),
             f"allure@{ALLURE_VERSION}",
