@@ -283,7 +283,10 @@ class ScenarioItem(pytest.Item):
             self.latencies = runner.latencies
             timing = any(s.action in ("latency", "leak") for s in self.scenario.steps)
             attach_timing(
-                runner.latencies, f"{self.scenario.name} on {self.target.name}", plot=timing
+                runner.latencies,
+                f"{self.scenario.name} on {self.target.name}",
+                plot=timing,
+                classes=runner.timing_series,
             )
 
     def _pinloop_repr(self, exc: BaseException) -> str | None:

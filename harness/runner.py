@@ -60,6 +60,7 @@ class Runner:
         self.step: M.Step | None = None
         self.start_counters: dict[str, int] = {}
         self.latencies: list[tuple[str, float]] = []  # (INS, µs) of every APDU
+        self.timing_series: dict[str, list[float]] = {}  # classes of a leak test, µs
         #: wraps each step (the pytest plugin puts an Allure step around it)
         self.step_context: Callable[[int, M.Step], AbstractContextManager[object]] = (
             lambda index, step: contextlib.nullcontext()
@@ -491,31 +492,64 @@ class Runner:
                 self.tx(C.verify(right))
 
     def do_leak(self, s: M.Leak) -> None:
-        """Median latency of wrong-at-first vs wrong-at-last, interleaved at random."""
+        """Two classes of VERIFY inputs, interleaved at random; Welch t raw and cropped.
+
+        ``first-vs-last``: wrong at the first vs at the last character (the counter is put back
+        with the right PIN after every wrong try); ``right-vs-wrong``; ``blocked``: the PIN is
+        blocked first, then the right and a wrong value (no NVM write in either: a difference
+        means the card still compares).
+        """
+        from harness.timing import leak_test
+
         self.select_pin(s.pin)
         right = self.value(s.pin, "right")
-        first, last = (
-            C.verify(self.value(s.pin, "wrong-first")),
-            C.verify(self.value(s.pin, "wrong-last")),
-        )
         restore = C.verify(right)
-        times: dict[str, list[float]] = {"first": [], "last": []}
-        order = ["first", "last"] * (s.samples // 2)
+        if s.classes == "first-vs-last":
+            classes = {
+                "wrong at the first character": C.verify(self.value(s.pin, "wrong-first")),
+                "wrong at the last character": C.verify(self.value(s.pin, "wrong-last")),
+            }
+        elif s.classes == "right-vs-wrong":
+            classes = {"right": restore, "wrong": C.verify(self.value(s.pin, "wrong"))}
+        else:
+            wrong = C.verify(self.value(s.pin, "wrong"))
+            while self.target.transport.transmit(wrong).sw != SW.REFERENCE_DATA_BLOCKED:
+                pass
+            classes = {"blocked, right": restore, "blocked, wrong": wrong}
+            restore = None  # type: ignore[assignment]
+        names = list(classes)
+        order = names * s.samples
         random.shuffle(order)
-        for which in order:
-            times[which].append(self._sample(first if which == "first" else last))
-            if not self.target.transport.transmit(restore).ok:
+        samples: dict[str, list[float]] = {n: [] for n in names}
+        for name in order[:20]:  # warm-up, discarded
+            self.target.transport.transmit(classes[name])
+            if restore is not None:
+                self.target.transport.transmit(restore)
+        for name in order:
+            cmd = classes[name]
+            t = time.perf_counter_ns()
+            resp = self.target.transport.transmit(cmd)
+            samples[name].append((time.perf_counter_ns() - t) / 1e3)
+            if (
+                restore is not None
+                and cmd is not restore
+                and not resp.ok
+                and not self.target.transport.transmit(restore).ok
+            ):
                 raise self.fail("restoring the counter with the right PIN", "9000", "not 9000")
-        diff = statistics.median(times["last"]) - statistics.median(times["first"])
-        self.note(
-            f"leak: median(wrong-last) - median(wrong-first) = {diff:.1f} µs "
-            f"over {s.samples} samples"
-        )
-        if abs(diff) > s.max_difference_us:
+        self.timing_series = samples
+        result = leak_test(samples[names[0]], samples[names[1]])
+        self.note(f"leak test {s.classes} ({names[0]} vs {names[1]}): {result.describe()}")
+        if result.verdict == "leak":
             raise self.fail(
-                "VERIFY time depends on where the PIN is wrong",
-                f"|difference| <= {s.max_difference_us} µs",
-                f"{diff:.1f} µs",
+                f"VERIFY time depends on the input ({names[0]} vs {names[1]})",
+                f"|t| <= 4.5 (no leak above {result.mde_us:.1f} µs)",
+                f"|t| = {abs(result.t_max):.1f}, difference {result.mean_difference_us:+.1f} µs",
+            )
+        if result.verdict == "inconclusive":
+            raise HarnessError(
+                f"timing bench too noisy: A/A control |t| = {abs(result.t_aa):.1f}"
+                " > 4.5; nothing can be concluded"
             )
 
 

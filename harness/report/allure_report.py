@@ -111,7 +111,13 @@ def step_context(trace: Callable[[], list[str]]) -> Callable[[int, M.Step], Any]
     return ctx
 
 
-def attach_timing(latencies: list[tuple[str, float]], title: str, *, plot: bool) -> None:
+def attach_timing(
+    latencies: list[tuple[str, float]],
+    title: str,
+    *,
+    plot: bool,
+    classes: dict[str, list[float]] | None = None,
+) -> None:
     """The latency of every APDU as CSV; with ``plot``, a histogram too (timing scenarios:
     a figure costs ~0.4 s, and the summary already has one per reader)."""
     if not latencies:
@@ -122,6 +128,12 @@ def attach_timing(latencies: list[tuple[str, float]], title: str, *, plot: bool)
         return
     from harness.report.plots import latency_histogram
 
+    if classes:
+        allure.attach(
+            latency_histogram(classes, "leak test: " + title),
+            name="leak test classes",
+            attachment_type=allure.attachment_type.PNG,
+        )
     series: dict[str, list[float]] = {}
     for ins, us in latencies:
         series.setdefault({"20": "VERIFY", "A4": "SELECT"}.get(ins, "other"), []).append(us)

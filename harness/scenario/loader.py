@@ -222,11 +222,17 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
                 )
             step = M.Tear(**common, pin=_pin_of(doc, {}, params, path, current, action))
         else:  # leak
+            if body.get("classes") == "blocked" and "destructive" not in tags:
+                raise doc.error(
+                    "leak with classes blocked blocks the PIN: add tag destructive",
+                    path,
+                    expected="tags: [destructive]",
+                )
             step = M.Leak(
                 **common,
                 pin=_pin_of(doc, {}, params, path, current, action),
                 samples=int(body["samples"]),
-                max_difference_us=float(body.get("max_difference_us", 30.0)),
+                classes=str(body.get("classes", "first-vs-last")),
             )
         pin_step = action in ("verify", "status", "change", "reinit") or (
             isinstance(step, M.Select) and step.pin is not None

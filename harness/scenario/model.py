@@ -127,8 +127,8 @@ class Tear(Step):
 @dataclass(frozen=True)
 class Leak(Step):
     pin: str = ""
-    samples: int = 100
-    max_difference_us: float = 30.0
+    samples: int = 300
+    classes: str = "first-vs-last"
 
 
 @dataclass(frozen=True)

@@ -188,10 +188,10 @@ STEPS: dict[str, dict[str, Any]] = {
         "additionalProperties": False,
         "required": ["samples"],
         "properties": {
-            "samples": {"type": "integer", "minimum": 10, "maximum": 5000},
-            "max_difference_us": {"type": "number", "exclusiveMinimum": 0},
+            "classes": {"enum": ["first-vs-last", "right-vs-wrong", "blocked"]},
+            "samples": {"type": "integer", "minimum": 20, "maximum": 20000},
         },
-        "description": "wrong at the first vs the last character: median latency",
+        "description": "a statistical timing leak test of two input classes (|t| > 4.5)",
     },
 }
 

@@ -1,0 +1,97 @@
+"""Timing statistics, and the leak test through the real PC/SC stack."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.timing import THRESHOLD, leak_test, welch_t
+from tests.pcsc_lab import require_pcsc
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_welch_t_by_hand() -> None:
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 8.0]
+    se = math.sqrt(statistics.variance(a) / 4 + statistics.variance(b) / 4)
+    assert welch_t(a, b) == pytest.approx((2.5 - 5.0) / se)
+    assert welch_t([1.0, 1.0], [1.0, 1.0]) == 0.0 and welch_t([1.0], [2.0, 3.0]) == 0.0
+
+
+def _noise(rng: random.Random, n: int, mean: float, sigma: float = 20.0) -> list[float]:
+    return [mean + rng.gauss(0, sigma) for _ in range(n)]
+
+
+def test_same_distributions_pass_with_a_stated_floor() -> None:
+    rng = random.Random(7)
+    r = leak_test(_noise(rng, 400, 100), _noise(rng, 400, 100))
+    assert r.verdict == "pass" and abs(r.t_max) <= THRESHOLD and abs(r.t_aa) <= THRESHOLD
+    # δ_min = (4.5 + 1.645) σ √(2/n); n ≈ 75 (σ/δ)² per class
+    assert r.mde_us == pytest.approx(6.145 * r.sigma_us * math.sqrt(2 / 400))
+    assert r.samples_needed(r.sigma_us) == math.ceil(2 * 6.145**2)  # σ/δ = 1 → 76
+    assert "minimum detectable effect" in r.describe()
+
+
+def test_a_shift_is_a_leak() -> None:
+    rng = random.Random(8)
+    r = leak_test(_noise(rng, 200, 100), _noise(rng, 200, 130))
+    assert r.verdict == "leak" and r.mean_difference_us == pytest.approx(30, abs=6)
+
+
+def test_a_tail_only_difference_is_caught_by_cropping() -> None:
+    """Same bulk, but class B has a slow tail: cropping keeps the raw t from hiding it."""
+    rng = random.Random(9)
+    a = _noise(rng, 2000, 100, 5)
+    b = [x + (0 if rng.random() < 0.9 else 25) for x in _noise(rng, 2000, 100, 5)]
+    r = leak_test(a, b)
+    assert r.verdict == "leak"
+
+
+def _run(*args: str) -> str:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(ROOT / "scenarios" / "verify-timing-leak.pin.yaml"),
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--rootdir",
+            str(ROOT),
+            "-k",
+            "jpki-auth",
+            "--pinloop-target",
+            "pcscd",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    return proc.stdout
+
+
+def test_through_pcscd_the_leak_test_finds_early_exit_and_clears_the_sound_card() -> None:
+    require_pcsc()
+    out = _run("--pinloop-defect", "early-exit-compare:per_byte_delay_us=20")
+    assert "1 failed" in out, out[-2000:]
+    m = re.search(
+        r"LEAK: n=(\d+) per class, max\|t\|=([\d.]+).*difference \+([\d.]+) µs.*"
+        r"samples needed for this difference ≈ (\d+)",
+        out,
+    )
+    assert m, out[-2000:]
+    assert float(m.group(2)) > THRESHOLD and 40 < float(m.group(3)) < 90  # 3 bytes × 20 µs
+    assert int(m.group(4)) < int(m.group(1))  # it needed fewer samples than it took
+    for _ in range(5):  # the constant-time card stays below the threshold, 5 runs out of 5
+        out = _run()
+        assert "1 passed" in out, out[-2000:]
