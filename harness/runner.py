@@ -20,10 +20,10 @@ from contextlib import AbstractContextManager
 from harness.apdu import commands as C
 from harness.apdu import render_command
 from harness.apdu import sw as SW
-from harness.apdu.model import CommandAPDU, ResponseAPDU, to_hex
+from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.checks import ExpectationFailed, describe_sw, sw_matches, tries_expected
 from harness.emulator.layout import APPS_BY_ID, PINS, PINS_BY_ID
-from harness.errors import ConfigError, DeviceDefect, HarnessError
+from harness.errors import ConfigError, HarnessError
 from harness.scenario import model as M
 from harness.scenario.loader import WRONG_VALUES
 from harness.target import Target
@@ -399,10 +399,11 @@ class Runner:
                     str(now),
                 )
 
-    def _sample(self, cmd: CommandAPDU) -> float:
+    def _sample(self, cmd: CommandAPDU) -> tuple[ResponseAPDU, float]:
+        """One APDU, timed on the monotonic nanosecond clock (µs)."""
         t = time.perf_counter_ns()
-        self.target.transport.transmit(cmd)
-        return (time.perf_counter_ns() - t) / 1e3
+        resp = self.target.transport.transmit(cmd)
+        return resp, (time.perf_counter_ns() - t) / 1e3
 
     def do_latency(self, s: M.Latency) -> None:
         profile = self.target.profile
@@ -417,7 +418,7 @@ class Runner:
         )
         samples = []
         for _ in range(s.samples):
-            samples.append(self._sample(cmd))
+            samples.append(self._sample(cmd)[1])
             if s.of == "wrong":
                 self.target.transport.transmit(C.verify(right))
         q = statistics.quantiles(samples, n=100)
@@ -513,8 +514,16 @@ class Runner:
             classes = {"right": restore, "wrong": C.verify(self.value(s.pin, "wrong"))}
         else:
             wrong = C.verify(self.value(s.pin, "wrong"))
-            while self.target.transport.transmit(wrong).sw != SW.REFERENCE_DATA_BLOCKED:
-                pass
+            tries = self.target.max_tries(s.pin)
+            for _ in range(tries + 1):  # bounded: a card that never blocks must not hang us
+                if self.tx(wrong).sw == SW.REFERENCE_DATA_BLOCKED:
+                    break
+            else:
+                raise self.fail(
+                    f"{s.pin} blocked by wrong tries before the leak test",
+                    f"69 84 within {tries + 1} wrong tries",
+                    "never blocked",
+                )
             classes = {"blocked, right": restore, "blocked, wrong": wrong}
             restore = None  # type: ignore[assignment]
         names = list(classes)
@@ -527,9 +536,8 @@ class Runner:
                 self.target.transport.transmit(restore)
         for name in order:
             cmd = classes[name]
-            t = time.perf_counter_ns()
-            resp = self.target.transport.transmit(cmd)
-            samples[name].append((time.perf_counter_ns() - t) / 1e3)
+            resp, us = self._sample(cmd)
+            samples[name].append(us)
             if (
                 restore is not None
                 and cmd is not restore
@@ -551,12 +559,3 @@ class Runner:
                 f"timing bench too noisy: A/A control |t| = {abs(result.t_aa):.1f}"
                 " > 4.5; nothing can be concluded"
             )
-
-
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, ExpectationFailed | DeviceDefect | ConfigError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-__all__ = ["ExpectationFailed", "Runner", "UnsafeStep", "describe", "to_hex"]

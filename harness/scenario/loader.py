@@ -22,7 +22,16 @@ PIN_SETS: dict[str, list[str]] = {
     "jpki": ["jpki-auth", "jpki-sign"],
 }
 #: values that present something other than the PIN (may cost a try on a real card)
-WRONG_VALUES = {"wrong", "wrong-first", "wrong-last", "lower", "short", "long", "bad-charset"}
+WRONG_VALUES = {
+    "wrong",
+    "wrong-first",
+    "wrong-last",
+    "lower",
+    "short",
+    "long",
+    "bad-charset",
+    "fresh",
+}
 
 
 def load_scenarios(path: str | Path) -> list[M.Scenario]:
