@@ -14,10 +14,7 @@ emulators run as separate ``pinloop emulate`` processes, as they would in a lab.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,33 +22,10 @@ from pathlib import Path
 from smartcard import scard as S
 
 from harness.apdu import commands as C
-from harness.emulator import FileStore, load_card_config, personalise
+from harness.emulator import load_card_config, personalise
+from harness.lab.emulator import EmulatorProcess
 from harness.lab.pcscd import Pcscd
 from harness.transport.pcsc import PcscTransport, wait_for_card
-
-
-def start_emulator(tmp: Path, name: str, url: str, *extra: str) -> subprocess.Popen[bytes]:
-    state = tmp / f"{name}.json"
-    FileStore.create(state, personalise(load_card_config()), overwrite=True)
-    ready = tmp / f"{name}.ready"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "emulate",
-            f"{state}@{url}",
-            "--ready-file",
-            str(ready),
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    while not ready.exists():
-        time.sleep(0.01)
-    json.loads(ready.read_text())
-    return proc
 
 
 def pct(samples: list[int], q: float) -> float:
@@ -70,15 +44,17 @@ def main() -> None:
         procs = []
         try:
             fast, slow = lab.slots
-            procs.append(start_emulator(tmp, "fast", fast.url))
-            procs.append(start_emulator(tmp, "slow", slow.url, "--no-quickack"))
+            card = personalise(load_card_config())
+            procs.append(EmulatorProcess(card, tmp, fast.url, name="fast"))
+            procs.append(
+                EmulatorProcess(card, tmp, slow.url, name="slow", extra=("--no-quickack",))
+            )
             wait_for_card(fast.reader, 5)
             wait_for_card(slow.reader, 5)
             run(fast.reader, slow.reader, args.apdus, args.slow_apdus)
         finally:
             for p in procs:
-                p.terminate()
-                p.wait()
+                p.stop()
             lab.stop()
 
 

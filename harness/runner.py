@@ -25,7 +25,7 @@ from harness.checks import ExpectationFailed, describe_sw, sw_matches, tries_exp
 from harness.emulator.layout import APPS_BY_ID, PINS, PINS_BY_ID
 from harness.errors import ConfigError, HarnessError
 from harness.scenario import model as M
-from harness.scenario.loader import WRONG_VALUES
+from harness.scenario.schema import WRONG_VALUES
 from harness.target import Target
 
 

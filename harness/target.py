@@ -22,7 +22,6 @@ from pathlib import Path
 from harness.emulator import DefectProfile, EmulatedCard, MemoryStore, parse_profile, personalise
 from harness.emulator.config import CardConfig
 from harness.emulator.layout import PINS_BY_ID
-from harness.emulator.state import CardState, PinState
 from harness.errors import HarnessError, TransportError
 from harness.readerprofile import ReaderProfile, load_profiles, select_profile
 from harness.transport.base import Transport
@@ -30,16 +29,6 @@ from harness.transport.base import Transport
 
 class TargetError(HarnessError):
     """A target cannot be set up or used (lab fault)."""
-
-
-def fresh_copy(state: CardState) -> CardState:
-    """A copy of a card's NVM that the next scenario may wear out."""
-    import dataclasses
-
-    return dataclasses.replace(
-        state,
-        pins={k: PinState(p.value, p.remaining, p.max_tries) for k, p in state.pins.items()},
-    )
 
 
 class Target:
@@ -79,7 +68,7 @@ class _Emulated(Target):
     def __init__(self, config: CardConfig, defects: DefectProfile) -> None:
         self.config = config
         self.template = personalise(config)
-        self.card = EmulatedCard(MemoryStore(fresh_copy(self.template)), defects=defects)
+        self.card = EmulatedCard(MemoryStore(self.template.copy()), defects=defects)
         self._secrets = {k: v.encode() for k, v in config.secrets().items()}
 
     def secret(self, pin_id: str) -> bytes:
@@ -92,7 +81,7 @@ class _Emulated(Target):
         return pin_id in self.card.verified
 
     def begin(self, pins: frozenset[str] = frozenset()) -> None:
-        self.card.store = MemoryStore(fresh_copy(self.template))
+        self.card.store = MemoryStore(self.template.copy())
         self.transport.power_cycle()
 
 

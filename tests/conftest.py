@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterator
 
@@ -11,7 +10,6 @@ from hypothesis import HealthCheck, settings
 
 from harness.emulator import CardConfig, CardState, EmulatedCard, MemoryStore, load_card_config
 from harness.emulator.personalise import personalise
-from harness.emulator.state import PinState
 from tests.support import Host
 
 pytest_plugins = ["tests.pcsc_lab"]
@@ -21,18 +19,6 @@ settings.register_profile(
     "ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
-
-
-def copy_state(state: CardState) -> CardState:
-    """A deep-enough copy: PINs are mutable, keys and contents are not."""
-    return dataclasses.replace(
-        state,
-        pins={k: PinState(p.value, p.remaining, p.max_tries) for k, p in state.pins.items()},
-        reset_codes=dict(state.reset_codes),
-        contents=dict(state.contents),
-        keys=dict(state.keys),
-        identity=dict(state.identity),
-    )
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +33,7 @@ def template_state(card_config: CardConfig) -> CardState:
 
 @pytest.fixture
 def fresh_state(template_state: CardState) -> CardState:
-    return copy_state(template_state)
+    return template_state.copy()
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.emulator import FAITHFUL, PROFILES, CardState, DefectProfile, EmulatedCard, MemoryStore
 from harness.emulator.layout import APPLICATIONS, APPS_BY_ID, PINS
-from tests.conftest import copy_state
 
 _AIDS = [a.aid for a in APPLICATIONS]
 
@@ -175,7 +174,7 @@ def _property(
     @quick
     @given(_walks(template))
     def run(actions: list[object]) -> None:
-        card = EmulatedCard(MemoryStore(copy_state(template)), defects=defects)
+        card = EmulatedCard(MemoryStore(template.copy()), defects=defects)
         if accept_any_pin:
             card._matches = lambda secret, presented: True  # type: ignore[method-assign]
         card.power_on()

@@ -18,7 +18,6 @@ from harness.links.vicc import IDENTIFY, EmulatorServer
 from harness.transport.identity import emulator_instance, require_emulator
 from harness.transport.inprocess import InProcessTransport
 from harness.transport.vpcd import VpcdHostTransport
-from tests.conftest import copy_state
 from tests.support import FdPort
 
 
@@ -82,7 +81,7 @@ def loop_transport(state: CardState) -> tuple[VpcdHostTransport, EmulatorServer]
     """Host and server share one loop:// port; the host hands the server its turns."""
     host_link = SerialLink.open("loop://")
     server_link = SerialLink(host_link._port, url="loop://")
-    server = EmulatorServer(EmulatedCard(MemoryStore(copy_state(state))), "loop://")
+    server = EmulatorServer(EmulatedCard(MemoryStore(state.copy())), "loop://")
 
     def pump() -> None:
         message = server_link.receive(time.monotonic() + 1)
@@ -96,7 +95,7 @@ def loop_transport(state: CardState) -> tuple[VpcdHostTransport, EmulatorServer]
 def pty_transport(state: CardState) -> tuple[VpcdHostTransport, EmulatorServer, threading.Thread]:
     master, slave = os.openpty()
     path = os.ttyname(slave)
-    server = EmulatorServer(EmulatedCard(MemoryStore(copy_state(state))), path)
+    server = EmulatorServer(EmulatedCard(MemoryStore(state.copy())), path)
     link = SerialLink.open(path)
     os.close(slave)  # pyserial holds its own descriptor
     thread = threading.Thread(target=server.attach, args=(link,), daemon=True)
@@ -115,7 +114,7 @@ def test_identification_over_a_link(template_state: CardState) -> None:
     require_emulator(host, server.instance_id)
     with pytest.raises(StaleEmulator, match="stale emulator"):
         require_emulator(host, bytes(16))
-    inproc = InProcessTransport(EmulatedCard(MemoryStore(copy_state(template_state))))
+    inproc = InProcessTransport(EmulatedCard(MemoryStore(template_state.copy())))
     assert emulator_instance(inproc) is None  # the bare card OS is no emulator server
     with pytest.raises(StaleEmulator, match="no pinloop emulator"):
         require_emulator(inproc, server.instance_id)

@@ -17,7 +17,6 @@ from harness.emulator import CardState, EmulatedCard, MemoryStore
 from harness.lab.pcscd import Pcscd
 from harness.transport.base import Transport
 from harness.transport.inprocess import InProcessTransport
-from tests.conftest import copy_state
 from tests.pcsc_lab import ServedCard
 from tests.test_links import loop_transport, pty_transport
 
@@ -82,7 +81,7 @@ def steps(card_config: object) -> list[CommandAPDU | str]:
 
 @pytest.fixture
 def reference(template_state: CardState, steps: list[CommandAPDU | str]) -> list[object]:
-    card = EmulatedCard(MemoryStore(copy_state(template_state)))
+    card = EmulatedCard(MemoryStore(template_state.copy()))
     return run(InProcessTransport(card), steps)  # type: ignore[return-value]
 
 

@@ -24,6 +24,7 @@ the journal while open, so a stale emulator cannot silently share a card with a 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -69,6 +70,18 @@ class CardState:
     keys: dict[str, RsaKey]
     #: the card's test identity, for display only (never real personal data)
     identity: dict[str, str] = field(default_factory=dict)
+
+    def copy(self) -> CardState:
+        """A copy that can be worn out on its own: fresh PIN objects and dicts; keys and bytes
+        are immutable and shared."""
+        return dataclasses.replace(
+            self,
+            pins={k: PinState(p.value, p.remaining, p.max_tries) for k, p in self.pins.items()},
+            reset_codes=dict(self.reset_codes),
+            contents=dict(self.contents),
+            keys=dict(self.keys),
+            identity=dict(self.identity),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -11,27 +11,7 @@ from harness.config import LoadedYAML, load_yaml, validate, validate_at
 from harness.config.yamlfile import location_of
 from harness.emulator.layout import PINS, PINS_BY_ID, ChangeCommand
 from harness.scenario import model as M
-from harness.scenario.schema import SCHEMA, STEPS, step_schema
-
-PIN_SETS: dict[str, list[str]] = {
-    "all": [p.id for p in PINS],
-    "user": [p.id for p in PINS if p.settable],
-    "changeable": [p.id for p in PINS if p.change is not ChangeCommand.NONE],
-    "settable": [p.id for p in PINS if p.settable],
-    "card-face": [p.id for p in PINS if not p.settable],
-    "jpki": ["jpki-auth", "jpki-sign"],
-}
-#: values that present something other than the PIN (may cost a try on a real card)
-WRONG_VALUES = {
-    "wrong",
-    "wrong-first",
-    "wrong-last",
-    "lower",
-    "short",
-    "long",
-    "bad-charset",
-    "fresh",
-}
+from harness.scenario.schema import PIN_SETS, SCHEMA, STEPS, step_schema
 
 
 def load_scenarios(path: str | Path) -> list[M.Scenario]:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.emulator.layout import APPLICATIONS, PINS
+from harness.emulator.layout import APPLICATIONS, PINS, ChangeCommand
 
 PIN_IDS = [p.id for p in PINS]
 APP_IDS = [a.id for a in APPLICATIONS]
-#: named PIN sets a scenario may run for
-PIN_SETS = ["all", "user", "changeable", "settable", "card-face", "jpki"]
+#: named PIN sets a scenario may run for (``for_each: {pin: SET}``)
+PIN_SETS: dict[str, list[str]] = {
+    "all": [p.id for p in PINS],
+    "user": [p.id for p in PINS if p.settable],
+    "changeable": [p.id for p in PINS if p.change is not ChangeCommand.NONE],
+    "settable": [p.id for p in PINS if p.settable],
+    "card-face": [p.id for p in PINS if not p.settable],
+    "jpki": ["jpki-auth", "jpki-sign"],
+}
 VALUE_WORDS = [
     "right",
     "wrong",
@@ -22,6 +29,8 @@ VALUE_WORDS = [
     "bad-charset",
     "fresh",
 ]
+#: values that present something other than the PIN (may cost a try on a real card)
+WRONG_VALUES = frozenset(VALUE_WORDS) - {"right", "new"}
 SW_PATTERN = "^([0-9A-Fa-f]{4}|63C[xX]|ok|blocked|wrong-length|denied|not-found)$"
 TRIES_PATTERN = "^(max|max-[0-9]+|unchanged|one-less|[0-9]+)$"
 
@@ -220,7 +229,7 @@ SCHEMA: dict[str, Any] = {
             "properties": {
                 "pin": {
                     "oneOf": [
-                        {"enum": PIN_SETS},
+                        {"enum": list(PIN_SETS)},
                         {
                             "type": "array",
                             "minItems": 1,

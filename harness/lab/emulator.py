@@ -1,0 +1,78 @@
+"""``pinloop emulate`` in a child process: one card state served on one link URL.
+
+For tests and benchmarks that need the emulator to be a process of its own (so that it can be
+killed, or so that its work does not share the caller's interpreter).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.emulator.state import CardState, FileStore
+from harness.lab.pcscd import LabError
+
+
+class EmulatorProcess:
+    """Starts at construction; ready once its ready file names the instance id."""
+
+    def __init__(
+        self,
+        state: CardState,
+        workdir: Path,
+        url: str,
+        *,
+        defect: str | None = None,
+        name: str = "emu",
+        extra: tuple[str, ...] = (),
+        timeout: float = 10.0,
+    ) -> None:
+        self.state_path = workdir / f"{name}.json"
+        FileStore.create(self.state_path, state.copy(), overwrite=True)
+        ready = workdir / f"{name}.ready"
+        ready.unlink(missing_ok=True)
+        self.log_path = workdir / f"{name}.log"
+        args = [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "emulate",
+            f"{self.state_path}@{url}",
+            "--ready-file",
+            str(ready),
+            "-v",
+            *extra,
+        ]
+        if defect:
+            args += ["--defect", defect]
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise LabError(f"emulator did not start:\n{self.log_tail()}")
+            time.sleep(0.01)
+        self.instance_id = bytes.fromhex(json.loads(ready.read_text())[0]["instance"])
+
+    def log_tail(self, lines: int = 20) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(5)
+
+    def stop(self) -> None:
+        """SIGTERM (a clean shutdown), SIGKILL after 5 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
