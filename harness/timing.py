@@ -61,14 +61,20 @@ class LeakResult:
         """Samples per class to detect a leak of ``delta_us`` at this run's noise."""
         return math.ceil(2 * (THRESHOLD + Z_POWER) ** 2 * (self.sigma_us / delta_us) ** 2)
 
+    @property
+    def samples_needed_observed(self) -> int:
+        """Samples per class that would have seen this run's effect at 95 % power.
+
+        From the deciding t (raw or cropped), n·((4.5 + 1.645)/|t|)², so that it agrees with the
+        test that made the verdict; a σ from raw data can be swollen by outliers that the
+        cropped tests cut away.
+        """
+        if not self.t_max:
+            return 0
+        return math.ceil(self.n_per_class * ((THRESHOLD + Z_POWER) / abs(self.t_max)) ** 2)
+
     def describe(self) -> str:
-        detected = (
-            math.ceil(
-                2 * (THRESHOLD + Z_POWER) ** 2 * (self.sigma_us / abs(self.mean_difference_us)) ** 2
-            )
-            if self.mean_difference_us
-            else 0
-        )
+        detected = self.samples_needed_observed
         return (
             f"{self.verdict.upper()}: n={self.n_per_class} per class, max|t|={abs(self.t_max):.1f} "
             f"(raw {abs(self.t_raw):.1f}), A/A |t|={abs(self.t_aa):.1f}, σ={self.sigma_us:.1f} µs, "

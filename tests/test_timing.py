@@ -95,3 +95,17 @@ def test_through_pcscd_the_leak_test_finds_early_exit_and_clears_the_sound_card(
     for _ in range(5):  # the constant-time card stays below the threshold, 5 runs out of 5
         out = _run()
         assert "1 passed" in out, out[-2000:]
+
+
+def test_samples_needed_agree_with_the_deciding_test() -> None:
+    """Rare huge outliers swell the raw σ; the estimate follows the t that decided."""
+    rng = random.Random(10)
+    a = _noise(rng, 300, 100, 5)
+    b = _noise(rng, 300, 160, 5)
+    for i in range(0, 300, 10):  # a burst of scheduler stalls in both classes
+        a[i] += 20000.0
+        b[i + 5] += 20000.0
+    r = leak_test(a, b)
+    assert r.verdict == "leak" and abs(r.t_max) > 6.145
+    assert r.samples_needed_observed < r.n_per_class
+    assert r.samples_needed_observed == math.ceil(300 * (6.145 / abs(r.t_max)) ** 2)
