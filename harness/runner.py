@@ -436,61 +436,158 @@ class Runner:
                     f"{got[key]:.3f} ms over {s.samples} samples",
                 )
 
+    # -- tearing ------------------------------------------------------------------------------
     def do_tear(self, s: M.Tear) -> None:
-        """Cut power at each write point of a wrong VERIFY; no evaluated try may go uncounted."""
-        from harness.emulator import COMPARE_EVENT
+        """Cut the emulated card's power at each write point of one command, reach the card
+        again (through the link it disappears as a real card would) and check what it kept.
+
+        - ``verify`` (a wrong PIN): once the card compared the value, the try is counted.
+        - ``change`` and ``reinit`` (a fresh PIN): exactly one of the old and the new PIN works
+          afterwards, and the counter is refilled only together with the new PIN.
+        """
+        sweep = {
+            "verify": self._tear_verify,
+            "change": self._tear_change,
+            "reinit": self._tear_reinit,
+        }[s.command]
+        self.select_pin(s.pin)
+        points: list[tuple[str, str]] = []
+        sweep(s.pin, None, points)  # uncut: learns the write points of the command
+        self.note(
+            f"write points of {s.command}: "
+            + ", ".join(f"{i}:{p}/{ph}" for i, (p, ph) in enumerate(points))
+        )
+        for index in range(len(points)):
+            sweep(s.pin, index, [])
+
+    def _cut_at(
+        self, index: int | None, seen: list[tuple[str, str]], cmd: CommandAPDU, *, ok: bool
+    ) -> None:
+        """Send ``cmd``, noting each write point it passes in ``seen``. With ``index`` the
+        power goes at that write point; without, the command must complete (9000 if ``ok``)."""
         from harness.errors import CardPowerLost, TransportError
 
         card = self.target.card  # type: ignore[attr-defined]
-        wrong, right = self.value(s.pin, "wrong"), self.value(s.pin, "right")
-        self.select_pin(s.pin)
-        points: list[tuple[str, str]] = []
-        card.write_hook = lambda point, phase: points.append((point, phase))
+
+        def hook(point: str, phase: str) -> None:
+            seen.append((point, phase))
+            if len(seen) - 1 == index:
+                raise CardPowerLost(point, phase)
+
+        card.write_hook = hook
         try:
-            self.tx(C.verify(wrong))
+            resp = self.tx(cmd)
+            if index is None:
+                if ok and not resp.ok:
+                    raise self.fail("the command to tear, uncut", "9000", SW.describe(resp.sw))
+                return
+            raise self.fail(
+                f"power cut at write point {index}", "the card loses power", "it answered"
+            )
+        except (CardPowerLost, TransportError):
+            shown = render_command(cmd, reveal=self.reveal)
+            self.note(f"power cut at {seen[-1][0]}/{seen[-1][1]} (point {index}) during {shown}")
         finally:
             card.write_hook = None
-        self.tx(C.verify(right))
-        self.note("points of a wrong VERIFY: " + ", ".join(f"{p}/{ph}" for p, ph in points))
-        for cut in points:
-            before = self.tries(s.pin)
-            seen: list[tuple[str, str]] = []
+        self.target.recover()
+        self.app = self.ef = None
 
-            def hook(
-                point: str,
-                phase: str,
-                cut: tuple[str, str] = cut,
-                seen: list[tuple[str, str]] = seen,
-            ) -> None:
-                seen.append((point, phase))
-                if (point, phase) == cut:
-                    raise CardPowerLost(point, phase)
+    def _tear_verify(self, pin: str, index: int | None, seen: list[tuple[str, str]]) -> None:
+        from harness.emulator import COMPARE_EVENT
 
-            card.write_hook = hook
-            try:
-                self.tx(C.verify(wrong))
+        wrong, right = self.value(pin, "wrong"), self.value(pin, "right")
+        before = self.tries(pin)
+        self.select_pin(pin)
+        self._cut_at(index, seen, C.verify(wrong), ok=False)
+        if index is None:
+            self.tx(C.verify(right))
+            return
+        after = self.tries(pin)
+        compared = (COMPARE_EVENT, "after") in seen
+        cut = f"{seen[-1][0]}/{seen[-1][1]}"
+        if after > before or (compared and after != before - 1):
+            raise self.fail(
+                f"counter of {pin} after a power cut at {cut}"
+                + (" (the card had already compared the wrong PIN)" if compared else ""),
+                f"{before - 1}" if compared else f"{before - 1} or {before}",
+                str(after),
+            )
+        if after:
+            self.tx(C.verify(right))
+
+    def _one_pin_works(self, pin: str, old: bytes, new: bytes, cut: str) -> tuple[bool, int]:
+        """After a torn write: which of ``old`` and ``new`` works (exactly one must), and the
+        counter read before trying either."""
+        left = self.tries(pin)
+        self.select_pin(pin)
+        new_ok = self.tx(C.verify(new)).ok
+        old_ok = self.tx(C.verify(old)).ok
+        if new_ok == old_ok:
+            raise self.fail(
+                f"PIN of {pin} after a power cut at {cut}",
+                "exactly one of the old and the new PIN works",
+                "both work" if new_ok else "neither works (a half-written PIN)",
+            )
+        if new_ok:  # the old value cost a try: put the counter back
+            self.tx(C.verify(new))
+        return new_ok, left
+
+    def _tear_change(self, pin: str, index: int | None, seen: list[tuple[str, str]]) -> None:
+        spec = PINS_BY_ID[pin]
+        make = C.change_reference_data if spec.change.name == "ISO" else C.change_key
+        old = self.value(pin, "right")
+        new = self.value(pin, "fresh")
+        self.select_pin(pin)
+        if not self.tx(C.verify(old)).ok:
+            raise self.fail(f"VERIFY {pin} before CHANGE", "9000", "not 9000")
+        self._cut_at(index, seen, make(new), ok=True)
+        cut = f"{seen[-1][0]}/{seen[-1][1]}" if seen else "nowhere"
+        if index is None:
+            new_ok, left = True, self.target.max_tries(pin)
+            self.select_pin(pin)
+            if not self.tx(C.verify(new)).ok:
+                raise self.fail(f"VERIFY {pin} with its new value", "9000", "not 9000")
+        else:
+            new_ok, left = self._one_pin_works(pin, old, new, cut)
+        if left != self.target.max_tries(pin):
+            raise self.fail(
+                f"counter of {pin} after a power cut at {cut} in CHANGE",
+                f"{self.target.max_tries(pin)} (verified just before)",
+                str(left),
+            )
+        if new_ok:  # back to the old PIN for the next cut (the session is verified)
+            self.select_pin(pin)
+            if not self.tx(make(old)).ok:
+                raise self.fail(f"CHANGE {pin} back to its old value", "9000", "not 9000")
+
+    def _tear_reinit(self, pin: str, index: int | None, seen: list[tuple[str, str]]) -> None:
+        if not self.target.emulated:
+            raise UnsafeStep("reinit is the emulator's test mechanism; a real card has none")
+        code = self.target.card.store.state.reset_codes["window"]  # type: ignore[attr-defined]
+        old, wrong = self.value(pin, "right"), self.value(pin, "wrong")
+        new = self.value(pin, "fresh")
+        self.select_pin(pin)
+        self.tx(C.verify(wrong))  # one try gone, so that a refill shows
+        before = self.tries(pin)
+        self.select_pin(pin)
+        self._cut_at(index, seen, C.reset_retry_counter(code, new), ok=True)
+        if index is None:
+            new_ok, left = True, self.target.max_tries(pin)
+        else:
+            cut = f"{seen[-1][0]}/{seen[-1][1]}"
+            new_ok, left = self._one_pin_works(pin, old, new, cut)
+            want = self.target.max_tries(pin) if new_ok else before
+            why = "refilled with the new PIN" if new_ok else "not refilled: the old PIN stayed"
+            if left != want:
                 raise self.fail(
-                    f"power cut at {cut[0]}/{cut[1]}",
-                    "the card loses power",
-                    "the VERIFY completed",
+                    f"counter of {pin} after a power cut at {cut} in RESET RETRY COUNTER",
+                    f"{want} ({why})",
+                    str(left),
                 )
-            except (CardPowerLost, TransportError):
-                self.note(f"power cut at {cut[0]}/{cut[1]}")
-            finally:
-                card.write_hook = None
-            self.target.recover()
-            self.app = self.ef = None
-            after = self.tries(s.pin)
-            compared = (COMPARE_EVENT, "after") in seen
-            if after > before or (compared and after != before - 1):
-                raise self.fail(
-                    f"counter of {s.pin} after a power cut at {cut[0]}/{cut[1]}"
-                    + (" (the card had already compared the wrong PIN)" if compared else ""),
-                    f"{before - 1}" if compared else f"{before - 1} or {before}",
-                    str(after),
-                )
-            if after:
-                self.tx(C.verify(right))
+        if new_ok:  # back to the old PIN (uncut) for the next cut
+            self.select_pin(pin)
+            if not self.tx(C.reset_retry_counter(code, old)).ok:
+                raise self.fail(f"re-initialising {pin} back to its old value", "9000", "not 9000")
 
     def do_leak(self, s: M.Leak) -> None:
         """Two classes of VERIFY inputs, interleaved at random; Welch t raw and cropped.

@@ -90,6 +90,35 @@ def test_decrement_after_compare_writes_after_the_comparison(
     ]
 
 
+def test_non_atomic_pin_write_splits_change_and_reset(
+    fresh_state: CardState, card_config: CardConfig
+) -> None:
+    host = _host(fresh_state, card_config, "non-atomic-pin-write")
+    writes: list[tuple[int, bytes]] = []
+    store = host.card.store
+
+    def spy(point: str, phase: str) -> None:
+        if phase == "after":
+            pin = store.state.pins["jpki-auth"]
+            writes.append((pin.remaining, pin.value))
+
+    host.card.write_hook = spy
+    host.select_pin("jpki-auth")
+    assert host.verify("jpki-auth") == SW.OK
+    writes.clear()
+    old = store.state.pins["jpki-auth"].value
+    assert host.sw(C.change_reference_data(b"9876")) == SW.OK  # answers like a good card...
+    # ...but in three writes: counter, a half-written PIN (neither old nor new), the new PIN
+    assert [v for _, v in writes] == [old, b"98" + old[2:], b"9876"]
+    writes.clear()
+    code = fresh_state.reset_codes["window"]
+    host.verify("jpki-auth", b"0000")
+    writes.clear()
+    assert host.sw(C.reset_retry_counter(code, b"1357")) == SW.OK
+    assert writes[0] == (3, b"9876")  # the counter refilled while the old PIN is still set
+    assert writes[-1] == (3, b"1357")
+
+
 def _verify_time(host: Host, value: bytes, n: int = 15) -> float:
     times = []
     for _ in range(n):

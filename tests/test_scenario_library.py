@@ -26,6 +26,7 @@ CAUGHT_BY = {
     "early-exit-compare": {"verify-constant-time"},
     "fixed-delay:fixed_delay_ms=2": {"verify-latency-budget"},
     "decrement-after-compare": {"tearing-never-loses-a-try"},
+    "non-atomic-pin-write": {"tearing-change-is-atomic", "tearing-reinit-is-atomic"},
 }
 
 

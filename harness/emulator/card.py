@@ -55,6 +55,7 @@ WRITE_POINTS: tuple[str, ...] = (
     "verify.restore",  # VERIFY correct: counter back to its maximum
     "change.write",  # CHANGE REFERENCE DATA / CHANGE KEY: new value and counter, one write
     "reset.write",  # RESET RETRY COUNTER: new value (or not) and counter, one write
+    # (defect non-atomic-pin-write: both become three writes through the same point)
     "query.decrement",  # defect query-costs-try only
     "power-on.restore",  # defect power-cycle-resets-counter only
 )
@@ -210,6 +211,15 @@ class EmulatedCard:
         if hook is not None:
             self._at_write_point(hook, point, "after")
 
+    def _write_pin_value(self, point: str, pin_id: str, remaining: int, value: bytes) -> None:
+        """A new PIN value with its counter: one atomic write (the defect splits it in three)."""
+        if self.defects.non_atomic_pin_write:
+            old = self.store.state.pins[pin_id].value
+            half = len(value) // 2
+            self._write(point, pin_id, remaining=remaining)
+            self._write(point, pin_id, remaining=remaining, value=value[:half] + old[half:])
+        self._write(point, pin_id, remaining=remaining, value=value)
+
     def _at_write_point(self, hook: WriteHook, point: str, phase: str) -> None:
         try:
             hook(point, phase)
@@ -363,7 +373,7 @@ class EmulatedCard:
             return _r(SW.SECURITY_STATUS_NOT_SATISFIED)
         if not spec.format.charset_ok(cmd.data):
             return _r(SW.INCORRECT_DATA)
-        self._write("change.write", spec.id, remaining=pin.max_tries, value=bytes(cmd.data))
+        self._write_pin_value("change.write", spec.id, pin.max_tries, bytes(cmd.data))
         return _OK
 
     def _reset_retry_counter(self, cmd: CommandAPDU) -> ResponseAPDU:
@@ -402,7 +412,7 @@ class EmulatedCard:
                 return _r(SW.WRONG_LENGTH)
             if not spec.format.charset_ok(new):
                 return _r(SW.INCORRECT_DATA)
-            self._write("reset.write", spec.id, remaining=pin.max_tries, value=bytes(new))
+            self._write_pin_value("reset.write", spec.id, pin.max_tries, bytes(new))
         else:
             self._write("reset.write", spec.id, remaining=pin.max_tries)
         self._verified.discard(spec.id)

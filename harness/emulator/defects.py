@@ -34,6 +34,10 @@ class DefectProfile:
     fixed_delay_ms: float = 0.0
     #: VERIFY compares first and writes the decremented counter afterwards (tearing-prone)
     decrement_after_compare: bool = False
+    #: CHANGE and RESET RETRY COUNTER write the counter, then the new value in two halves
+    #: (three writes instead of one): a cut between them refills the counter of the old PIN
+    #: or leaves a half-written PIN that is neither the old nor the new one
+    non_atomic_pin_write: bool = False
 
     @property
     def faithful(self) -> bool:
@@ -60,6 +64,7 @@ PROFILES: dict[str, DefectProfile] = {
         DefectProfile("early-exit-compare", early_exit_compare=True, per_byte_delay_us=20.0),
         DefectProfile("fixed-delay", fixed_delay_ms=5.0),
         DefectProfile("decrement-after-compare", decrement_after_compare=True),
+        DefectProfile("non-atomic-pin-write", non_atomic_pin_write=True),
     )
 }
 

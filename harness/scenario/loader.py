@@ -209,7 +209,16 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
                     path,
                     expected="tags: [emulator-only, destructive]",
                 )
-            step = M.Tear(**common, pin=_pin_of(doc, {}, params, path, current, action))
+            pin = _pin_of(doc, {}, params, path, current, action)
+            command = str((body or {}).get("command", "verify"))
+            if command == "change" and PINS_BY_ID[pin].change is ChangeCommand.NONE:
+                raise doc.error(
+                    f"tear: {pin} cannot be changed (a card-face number)",
+                    [*path, "command"],
+                    expected="a PIN of for_each: changeable",
+                )
+            uses_reinit |= command == "reinit"
+            step = M.Tear(**common, pin=pin, command=command)
         else:  # leak
             if body.get("classes") == "blocked" and "destructive" not in tags:
                 raise doc.error(

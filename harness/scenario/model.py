@@ -122,6 +122,7 @@ class Latency(Step):
 @dataclass(frozen=True)
 class Tear(Step):
     pin: str = ""
+    command: str = "verify"  # verify | change | reinit
 
 
 @dataclass(frozen=True)

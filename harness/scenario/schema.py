@@ -189,8 +189,9 @@ STEPS: dict[str, dict[str, Any]] = {
     "tear": {
         "type": "object",
         "additionalProperties": False,
-        "properties": {},
-        "description": "{} - cut power at every write point of a wrong VERIFY (emulated)",
+        "properties": {"command": {"enum": ["verify", "change", "reinit"]}},
+        "description": "{command: verify|change|reinit} - cut power at every write point of"
+        " that command (emulated card)",
     },
     "leak": {
         "type": "object",
