@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.config import load_validated
 from harness.errors import ConfigError, HarnessError
+from harness.lab.power import SwitchSpec
 
 READERS_DIR = Path(__file__).resolve().parent.parent / "readers"
 
@@ -42,6 +43,19 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {k: _BUDGET for k in ("verify_p50_ms", "verify_p95_ms", "verify_p99_ms")},
         },
+        "power_switch": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind"],
+            "description": "how the lab cuts this reader's card power (harness/lab/power.py)",
+            "properties": {
+                "kind": {"enum": ["pcsc-unpower", "operator", "relay"]},
+                "url": {"type": "string", "minLength": 1, "description": "pyserial URL"},
+                "channel": {"type": "integer", "minimum": 1, "maximum": 16},
+                "off_ms": {"type": "number", "minimum": 0, "maximum": 60000},
+                "deadline_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
+            },
+        },
         "notes": {"type": "string"},
     },
 }
@@ -60,6 +74,7 @@ class ReaderProfile:
     emulated: bool
     timing: dict[str, float]
     source: str
+    power_switch: SwitchSpec | None = None
 
     def matches(self, reader: str) -> bool:
         return self.pattern.search(reader) is not None
@@ -72,6 +87,21 @@ def load_profile(path: Path) -> ReaderProfile:
         pattern = re.compile(str(data["match"]))
     except re.error as exc:
         raise doc.error(f"match: not a regular expression: {exc}", ["match"]) from None
+    switch = None
+    if "power_switch" in data:
+        ps = data["power_switch"]
+        if ps["kind"] == "relay" and "url" not in ps:
+            raise doc.error(
+                "power_switch: a relay needs url", ["power_switch"], expected="url: /dev/ttyUSB0"
+            )
+        switch = SwitchSpec(
+            kind=str(ps["kind"]),
+            url=str(ps.get("url", "")),
+            channel=int(ps.get("channel", 1)),
+            off_ms=float(ps.get("off_ms", 500.0)),
+            deadline_s=float(ps.get("deadline_s", 60.0 if ps["kind"] == "operator" else 1.0)),
+            source=str(path),
+        )
     return ReaderProfile(
         name=str(data["name"]),
         pattern=pattern,
@@ -80,6 +110,7 @@ def load_profile(path: Path) -> ReaderProfile:
         emulated=bool(data.get("emulated", False)),
         timing={str(k): float(v) for k, v in (data.get("timing") or {}).items()},
         source=str(path),
+        power_switch=switch,
     )
 
 

@@ -333,10 +333,23 @@ class Runner:
         elif s.how == "reset":
             self.note("warm reset")
             self.target.transport.reset()
+        elif s.how == "cut":
+            self._power_cut()
         else:
             self.note("card removed and reinserted")
             self.target.reinsert()
         self.app = self.ef = None
+
+    def _power_cut(self) -> None:
+        switch = self.target.power_switch()
+        try:
+            self.note(f"power cut by {switch.describe()}, {self.target.power_off_ms:.0f} ms off")
+            switch.cut()
+            time.sleep(self.target.power_off_ms / 1000)
+            switch.restore()
+        finally:
+            switch.close()
+        self.target.recover()
 
     def do_read(self, s: M.Read) -> None:
         if s.sfi:
@@ -445,6 +458,9 @@ class Runner:
         - ``change`` and ``reinit`` (a fresh PIN): exactly one of the old and the new PIN works
           afterwards, and the counter is refilled only together with the new PIN.
         """
+        if s.delays_us:
+            self._tear_timed(s)
+            return
         sweep = {
             "verify": self._tear_verify,
             "change": self._tear_change,
@@ -459,6 +475,72 @@ class Runner:
         )
         for index in range(len(points)):
             sweep(s.pin, index, [])
+
+    def _tear_timed(self, s: M.Tear) -> None:
+        """Cut a wrong VERIFY ``delay`` µs after it is sent, by the reader's power switch.
+
+        Seen from outside the card: a cut must never refill the counter, and a VERIFY that
+        answered must have counted its try. Which delays counted the try is noted (the curve
+        shows where in the command the card writes its counter).
+        """
+        from harness.errors import TransportError
+        from harness.lab.power import TimedCut
+
+        switch = self.target.power_switch()
+        try:
+            if not switch.mid_command:
+                raise HarnessError(
+                    f"{switch.describe()} cannot cut a command while it runs; give "
+                    f"{self.target.name} a relay (power_switch in readers/)"
+                )
+            self.note(f"timed cuts by {switch.describe()}")
+            wrong, right = self.value(s.pin, "wrong"), self.value(s.pin, "right")
+            curve: list[str] = []
+            for delay in s.delays_us:
+                self._guard(s.pin, ("wrong",), False)
+                before = self.tries(s.pin)
+                self.select_pin(s.pin)
+                cut = TimedCut(switch, delay)
+                answer = "lost"
+                cut.fire()
+                try:
+                    resp = self.target.transport.transmit(C.verify(wrong))
+                    answer = f"{resp.sw:04X}"
+                except TransportError:
+                    pass
+                cut.join()
+                time.sleep(self.target.power_off_ms / 1000)
+                switch.restore()
+                self.target.recover()
+                self.app = self.ef = None
+                after = self.tries(s.pin)
+                counted = after == before - 1
+                curve.append(
+                    f"{delay:g} µs (confirmed {cut.confirmed_us or 0:.0f}): {answer}, "
+                    + ("counted" if counted else "not counted")
+                )
+                if after > before or after < before - 1:
+                    raise self.fail(
+                        f"counter of {s.pin} after a cut {delay:g} µs into a wrong VERIFY",
+                        f"{before - 1} or {before}",
+                        str(after),
+                    )
+                if (
+                    answer != "lost"
+                    and SW.retries_left(int(answer, 16)) is not None
+                    and not counted
+                ):
+                    raise self.fail(
+                        f"counter of {s.pin} after a wrong VERIFY that answered {answer} "
+                        f"(cut {delay:g} µs in)",
+                        f"{before - 1} (the card answered, so it had counted the try)",
+                        str(after),
+                    )
+                if after < before and after:
+                    self.tx(C.verify(right))
+            self.note("cut delay → outcome: " + "; ".join(curve))
+        finally:
+            switch.close()
 
     def _cut_at(
         self, index: int | None, seen: list[tuple[str, str]], cmd: CommandAPDU, *, ok: bool

@@ -17,14 +17,20 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.emulator import DefectProfile, EmulatedCard, MemoryStore, parse_profile, personalise
 from harness.emulator.config import CardConfig
 from harness.emulator.layout import PINS_BY_ID
-from harness.errors import HarnessError, TransportError
+from harness.errors import CardPowerLost, HarnessError, TransportError
+from harness.lab.power import OperatorSwitch, PcscUnpower, PowerSwitch, SerialRelay
 from harness.readerprofile import ReaderProfile, load_profiles, select_profile
 from harness.transport.base import Transport
+
+if TYPE_CHECKING:
+    from harness.lab.relay_sim import SimulatedRelay
 
 
 class TargetError(HarnessError):
@@ -58,8 +64,53 @@ class Target:
         """Reach the card again after it lost power in the middle of a command."""
         self.transport.power_cycle()
 
+    def power_switch(self) -> PowerSwitch:
+        """What cuts this card's power: the reader profile's ``power_switch``, else PC/SC."""
+        spec = self.profile.power_switch if self.profile is not None else None
+        if spec is None or spec.kind == "pcsc-unpower":
+            return PcscUnpower(self.transport.close)
+        if spec.kind == "operator":
+            return OperatorSwitch(self.name, deadline=spec.deadline_s)
+        return SerialRelay(spec.url, spec.channel, deadline=spec.deadline_s)
+
+    @property
+    def power_off_ms(self) -> float:
+        spec = self.profile.power_switch if self.profile is not None else None
+        return spec.off_ms if spec is not None else 500.0
+
     def close(self) -> None:
         self.transport.close()
+
+
+class EmulatedPower:
+    """The emulated card's supply: a cut takes effect at the card's next NVM write (the
+    command in flight is torn there) and the card is unpowered until restored."""
+
+    mid_command = True
+
+    def __init__(self, card: EmulatedCard, on_change: Callable[[bool], None] | None = None) -> None:
+        self.card = card
+        self.on_change = on_change
+
+    def describe(self) -> str:
+        return "the emulated card's supply"
+
+    def set(self, on: bool) -> None:
+        def gone(point: str, phase: str) -> None:
+            raise CardPowerLost(point, phase)
+
+        self.card.write_hook = None if on else gone
+        if self.on_change is not None:
+            self.on_change(on)
+
+    def cut(self) -> None:
+        self.set(False)
+
+    def restore(self) -> None:
+        self.set(True)
+
+    def close(self) -> None:
+        self.card.write_hook = None
 
 
 class _Emulated(Target):
@@ -76,6 +127,10 @@ class _Emulated(Target):
 
     def max_tries(self, pin_id: str) -> int:
         return self.template.pins[pin_id].max_tries
+
+    @property
+    def power_off_ms(self) -> float:
+        return 0.0  # the emulator keeps the card out long enough for pcscd to see it leave
 
     def verified(self, pin_id: str) -> bool:
         return pin_id in self.card.verified
@@ -97,6 +152,14 @@ class InProcessTarget(_Emulated):
     def reinsert(self) -> None:
         self.transport.power_cycle()
 
+    def power_switch(self) -> PowerSwitch:
+        return EmulatedPower(self.card)
+
+    def recover(self) -> None:
+        self.card.write_hook = None
+        self.card.power_off()  # whatever the cut left running, the card was unpowered
+        self.transport.power_cycle()
+
 
 class PcscdTarget(_Emulated):
     """The emulated card in virtual reader slot 0 of a pcscd this target starts."""
@@ -113,6 +176,7 @@ class PcscdTarget(_Emulated):
         self.server = EmulatorServer(self.card, slot.url)
         self.thread = serve_in_thread(self.server)
         self.profile = _profile_for(self.name)
+        self.relay: SimulatedRelay | None = None
         try:
             self.transport = self._connect()
         except BaseException:
@@ -143,9 +207,21 @@ class PcscdTarget(_Emulated):
     def log_tail(self) -> str:
         return self.lab.log_tail()
 
+    def power_switch(self) -> PowerSwitch:
+        """A simulated relay on a pty, channel 1 wired to the emulated card's supply: the
+        same protocol, pyserial path and deadlines as a relay in a real lab."""
+        from harness.lab.relay_sim import SimulatedRelay
+
+        if self.relay is None:
+            self.relay = SimulatedRelay()
+            self.relay.wire(1, EmulatedPower(self.card, on_change=self.server.power).set)
+        return SerialRelay(self.relay.path, 1)
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.transport.close()
+        if self.relay is not None:
+            self.relay.close()
         self.server.stop()
         self.thread.join(2)
         self.lab.stop()
@@ -169,6 +245,15 @@ class RealReaderTarget(Target):
             )
         self.name = readers[0]
         self.profile = select_profile(self.name, load_profiles())
+        self.transport = PcscTransport(self.name)
+
+    def recover(self) -> None:
+        """After a cut the card may have left the reader: wait for it, then connect anew."""
+        from harness.transport.pcsc import PcscTransport, wait_for_card
+
+        with contextlib.suppress(TransportError):
+            self.transport.close()
+        wait_for_card(self.name, 10.0)
         self.transport = PcscTransport(self.name)
 
     def secret(self, pin_id: str) -> bytes:

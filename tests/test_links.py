@@ -146,3 +146,25 @@ def test_opening_a_missing_device_is_a_clear_error() -> None:
         SerialLink.open("/dev/does-not-exist")
     with pytest.raises(LinkClosed, match="cannot open"):
         SerialLink.open("socket://127.0.0.1:1")
+
+
+def test_a_link_closed_by_another_thread_mid_call_is_link_closed() -> None:
+    """Found by the timed power cuts: the relay drops the link while the server writes an
+    answer; pyserial then raised ValueError (select on fd -1), which killed the server thread
+    and the card never came back. The window is between the closed-flag check and the write;
+    here it is held open on purpose."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    link = SerialLink.open(f"socket://127.0.0.1:{port}")
+    peer, _ = listener.accept()
+    assert link._sock is not None
+    link._sock.close()  # close() from another thread, caught halfway: socket gone, port not
+    with pytest.raises(LinkClosed):
+        link.send(b"\x90\x00")
+    with pytest.raises(LinkClosed):
+        link.receive(time.monotonic() + 0.2)
+    link.close()
+    peer.close()
+    listener.close()

@@ -21,7 +21,7 @@ LIBRARY = ROOT / "scenarios"
 CAUGHT_BY = {
     "no-decrement": {"lock-at-exactly-n", "decrement-matches-query"},
     "ok-when-blocked": {"lock-at-exactly-n", "blocked-answers-alike"},
-    "power-cycle-resets-counter": {"block-survives-power-loss"},
+    "power-cycle-resets-counter": {"block-survives-power-loss", "tearing-timed-never-refills"},
     "query-costs-try": {"status-query-is-free"},
     "early-exit-compare": {"verify-constant-time"},
     "fixed-delay:fixed_delay_ms=2": {"verify-latency-budget"},

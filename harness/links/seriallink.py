@@ -70,6 +70,8 @@ class SerialLink:
             self._port.flush()
         except (serial.SerialException, OSError) as exc:
             raise LinkClosed(f"{self.url}: write failed: {exc}") from None
+        except (TypeError, AttributeError, ValueError):  # closed under us by another thread
+            raise LinkClosed(f"{self.url}: closed") from None
 
     # -- receiving -------------------------------------------------------------------------
     def messages(self, stop: Callable[[], bool] | None = None) -> Iterator[bytes]:
@@ -100,7 +102,7 @@ class SerialLink:
             chunk = self._port.read(self._decoder.need())
         except (serial.SerialException, OSError) as exc:
             raise LinkClosed(f"{self.url}: {exc}") from None
-        except (TypeError, AttributeError):  # closed under us by another thread
+        except (TypeError, AttributeError, ValueError):  # closed under us by another thread
             raise LinkClosed(f"{self.url}: closed") from None
         if chunk:
             self._pending.extend(self._decoder.feed(chunk))

@@ -61,6 +61,9 @@ class EmulatorServer:
         self.quickack = quickack
         self.connected = threading.Event()
         self.stopped = threading.Event()
+        #: cleared while the card's supply is cut (a relay): it stays out of the reader
+        self.powered = threading.Event()
+        self.powered.set()
         self.apdus = 0
         self._link: SerialLink | None = None
         self._log = logging.getLogger(f"{__name__}({card.store.state.name}@{url})")
@@ -69,12 +72,18 @@ class EmulatorServer:
     def serve_forever(self) -> None:
         """Connect, serve, reconnect after the link closes, until :meth:`stop`."""
         while not self.stopped.is_set():
+            if not self.powered.wait(self.retry_interval):
+                continue
             try:
                 link = SerialLink.open(self.url, quickack=self.quickack)
             except LinkClosed:
                 self.stopped.wait(self.retry_interval)
                 continue
-            self._serve(link)
+            try:
+                self._serve(link)
+            except Exception:  # never let one session's bug take the card away for good
+                self._log.exception("session ended by an unexpected error; reconnecting")
+                self._removed = True
             if not self.reconnect:
                 break
             away, self._removed = (
@@ -100,6 +109,14 @@ class EmulatorServer:
         if link is not None:
             self._removed = True
             link.close()
+
+    def power(self, on: bool) -> None:
+        """The card's supply: off pulls the card out of the reader until it comes back on."""
+        if on:
+            self.powered.set()
+        else:
+            self.powered.clear()
+            self.drop()
 
     def _serve(self, link: SerialLink) -> None:
         self._link = link

@@ -202,6 +202,24 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
                 samples=int(body["samples"]),
                 of=body.get("of", "status"),
             )
+        elif action == "tear" and "delays_us" in (body or {}):
+            if body.get("command", "verify") != "verify":
+                raise doc.error(
+                    "tear: timed cuts (delays_us) are for VERIFY only",
+                    [*path, "command"],
+                    expected="command: verify",
+                )
+            if "destructive" not in tags:
+                raise doc.error(
+                    "tear with delays_us sends wrong PINs: add tag destructive",
+                    path,
+                    expected="tags: [destructive]",
+                )
+            step = M.Tear(
+                **common,
+                pin=_pin_of(doc, {}, params, path, current, action),
+                delays_us=tuple(float(d) for d in body["delays_us"]),
+            )
         elif action == "tear":
             if "emulator-only" not in tags:
                 raise doc.error(

@@ -123,6 +123,7 @@ class Latency(Step):
 class Tear(Step):
     pin: str = ""
     command: str = "verify"  # verify | change | reinit
+    delays_us: tuple[float, ...] = ()  # timed cuts by the power switch instead of write points
 
 
 @dataclass(frozen=True)

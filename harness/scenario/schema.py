@@ -146,7 +146,10 @@ STEPS: dict[str, dict[str, Any]] = {
             "new": {"oneOf": [_VALUE, {"const": "none"}]},
         },
     },
-    "power": {"enum": ["cycle", "reset", "reinsert"]},
+    "power": {
+        "enum": ["cycle", "reset", "reinsert", "cut"],
+        "description": "cycle | reset | reinsert | cut (by the reader's power switch)",
+    },
     "read": {
         "type": "object",
         "additionalProperties": False,
@@ -189,9 +192,19 @@ STEPS: dict[str, dict[str, Any]] = {
     "tear": {
         "type": "object",
         "additionalProperties": False,
-        "properties": {"command": {"enum": ["verify", "change", "reinit"]}},
+        "properties": {
+            "command": {"enum": ["verify", "change", "reinit"]},
+            "delays_us": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 500,
+                "items": {"type": "number", "minimum": 0, "maximum": 10000000},
+                "description": "cut a wrong VERIFY this long after it is sent, by the"
+                " reader's power switch (any card)",
+            },
+        },
         "description": "{command: verify|change|reinit} - cut power at every write point of"
-        " that command (emulated card)",
+        " that command (emulated card), or {delays_us: [...]} - timed cuts of a wrong VERIFY",
     },
     "leak": {
         "type": "object",
