@@ -32,12 +32,14 @@ from harness.lab.pcscd import LabError
 from harness.report.allure_report import (
     attach_timing,
     collection_markers,
+    mark_marginal,
     runtime_metadata,
     step_context,
 )
 from harness.report.summary import Row, Summary
 from harness.scenario import Scenario, load_scenarios
 from harness.target import Target, make_target
+from harness.timing import ApduTime
 
 DEFAULT_PATTERN = r".+\.pin\.ya?ml$"
 MARKERS = {
@@ -109,9 +111,20 @@ def _record(item: ScenarioItem, call: pytest.CallInfo[None], report: pytest.Test
     else:
         result = "passed"
     reader = item.target.name if item.target is not None else item.spec
-    verify_us = [us for ins, us in getattr(item, "latencies", []) if ins == "20"]
+    times: list[ApduTime] = getattr(item, "latencies", [])
     scenario = item.nodeid.split("::", 1)[-1].rsplit("@", 1)[0]
-    item.config.stash[_SUMMARY].add(Row(reader, scenario, item.scenario.rule, result, verify_us))
+    item.config.stash[_SUMMARY].add(
+        Row(
+            reader,
+            scenario,
+            item.scenario.rule,
+            result,
+            verify_us=[a.wire_us for a in times if a.verify],
+            query_us=[a.wire_us for a in times if a.query],
+            overhead_us=[a.overhead_us for a in times],
+            marginal=list(getattr(item, "marginal", [])),
+        )
+    )
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -281,6 +294,10 @@ class ScenarioItem(pytest.Item):
             raise
         finally:
             self.latencies = runner.latencies
+            self.marginal = runner.marginal
+            if runner.marginal:
+                mark_marginal(self.scenario, runner.marginal)
+                self.user_properties.append(("marginal", "; ".join(runner.marginal)))
             timing = any(s.action in ("latency", "leak") for s in self.scenario.steps)
             attach_timing(
                 runner.latencies,

@@ -19,7 +19,19 @@ from harness.lab.power import SwitchSpec
 
 READERS_DIR = Path(__file__).resolve().parent.parent / "readers"
 
-_BUDGET = {"type": "number", "exclusiveMinimum": 0, "description": "milliseconds, > 0"}
+_MS = {"type": "number", "exclusiveMinimum": 0, "description": "milliseconds, > 0"}
+_BUDGET = {
+    "description": "a limit in ms, or {limit: ms, marginal: ms} (above marginal: passed, marked)",
+    "oneOf": [
+        _MS,
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["limit", "marginal"],
+            "properties": {"limit": _MS, "marginal": _MS},
+        },
+    ],
+}
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -66,13 +78,28 @@ class UnknownReader(HarnessError):
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A latency limit (ms); above ``marginal`` a result passes but is marked marginal."""
+
+    limit: float
+    marginal: float | None = None
+
+    def judge(self, ms: float) -> str:
+        if ms > self.limit:
+            return "over"
+        if self.marginal is not None and ms > self.marginal:
+            return "marginal"
+        return "within"
+
+
+@dataclass(frozen=True)
 class ReaderProfile:
     name: str
     pattern: re.Pattern[str]
     interface: str
     extended_apdu: bool
     emulated: bool
-    timing: dict[str, float]
+    timing: dict[str, Budget]
     source: str
     power_switch: SwitchSpec | None = None
 
@@ -87,6 +114,18 @@ def load_profile(path: Path) -> ReaderProfile:
         pattern = re.compile(str(data["match"]))
     except re.error as exc:
         raise doc.error(f"match: not a regular expression: {exc}", ["match"]) from None
+    timing: dict[str, Budget] = {}
+    for key, value in (data.get("timing") or {}).items():
+        if isinstance(value, dict):
+            if value["marginal"] >= value["limit"]:
+                raise doc.error(
+                    f"timing.{key}: marginal must be below limit",
+                    ["timing", key, "marginal"],
+                    expected=f"marginal < {value['limit']}",
+                )
+            timing[str(key)] = Budget(float(value["limit"]), float(value["marginal"]))
+        else:
+            timing[str(key)] = Budget(float(value))
     switch = None
     if "power_switch" in data:
         ps = data["power_switch"]
@@ -108,7 +147,7 @@ def load_profile(path: Path) -> ReaderProfile:
         interface=str(data["interface"]),
         extended_apdu=bool(data.get("extended_apdu", False)),
         emulated=bool(data.get("emulated", False)),
-        timing={str(k): float(v) for k, v in (data.get("timing") or {}).items()},
+        timing=timing,
         source=str(path),
         power_switch=switch,
     )

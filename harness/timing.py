@@ -17,6 +17,28 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+
+@dataclass(frozen=True, slots=True)
+class ApduTime:
+    """The time of one APDU: ``wire_us`` at the transport (the call to the card itself, on
+    the monotonic ns clock) and ``total_us`` around the transport's transmit(); the difference
+    is what the harness adds."""
+
+    ins: str  # "20", "A4", ...
+    query: bool  # a VERIFY without data (the status query)
+    wire_us: float
+    total_us: float
+
+    @property
+    def overhead_us(self) -> float:
+        return self.total_us - self.wire_us
+
+    @property
+    def verify(self) -> bool:
+        """A VERIFY that presents a value (what the VERIFY latency figures are about)."""
+        return self.ins == "20" and not self.query
+
+
 THRESHOLD = 4.5  # TVLA critical |t|
 Z_POWER = 1.645  # 95 % power
 CROP_PERCENTILES = [1 - 0.5 ** (10 * (i + 1) / 100) for i in range(100)]

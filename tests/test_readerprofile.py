@@ -39,6 +39,17 @@ def test_none_or_several_matches_are_errors(tmp_path: Path) -> None:
         ("name: x\nmatch: '('\ninterface: contact\n", 2, "regular expression"),
         ("name: x\nmatch: a\ninterface: usb\n", 3, "contactless"),
         ("name: x\nmatch: a\ninterface: contact\ntiming:\n  verify_p50_ms: 0\n", 5, "> 0"),
+        (
+            "name: x\nmatch: a\ninterface: contact\ntiming:\n"
+            "  verify_p95_ms: {limit: 2, marginal: 3}\n",
+            5,
+            "marginal must be below limit",
+        ),
+        (
+            "name: x\nmatch: a\ninterface: contact\ntiming:\n  verify_p95_ms: {limit: 2}\n",
+            5,
+            "verify_p95_ms",
+        ),
         ("name: x\ninterface: contact\n", 1, "'match' is a required property"),
     ],
 )
@@ -54,3 +65,17 @@ def test_duplicate_profile_names(tmp_path: Path) -> None:
     _write(tmp_path, "b", "name: same\nmatch: b\ninterface: contact\n")
     with pytest.raises(ConfigError, match="also used"):
         load_profiles(tmp_path)
+
+
+def test_budgets_with_a_marginal_zone() -> None:
+    from harness.readerprofile import Budget
+
+    b = Budget(2.0, 1.0)
+    assert [b.judge(ms) for ms in (0.5, 1.0, 1.5, 2.0, 2.01)] == [
+        "within",
+        "within",
+        "marginal",
+        "marginal",
+        "over",
+    ]
+    assert Budget(2.0).judge(1.99) == "within"

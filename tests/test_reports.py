@@ -192,8 +192,37 @@ def test_summary(reports: Path) -> None:
     assert (
         latency["samples"] > 500 and 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"]
     )
+    queries = reader["status_query_latency"]
+    assert queries["samples"] > 100 and 0 < queries["p50_ms"] <= queries["p99_ms"]
+    overhead = reader["harness_overhead_us"]  # measured around every APDU, not estimated
+    assert overhead["apdus"] > latency["samples"] + queries["samples"]
+    assert 0 < overhead["median"] <= overhead["p99"] < 1000
+    assert reader["outcomes"]["marginal"] == 0
     html = (reports / "summary.html").read_text()
     assert "VERIFY latency" in html and "data:image/png;base64," in html
+    assert "harness overhead per APDU" in html
+
+
+def test_a_marginal_latency_passes_marked(tmp_path: Path) -> None:
+    """0.7 ms per command sits between the in-process profile's marginal (0.5 ms) and its
+    limit (1 ms) for p50: passed, and marked so in JUnit, Allure and the summary."""
+    reports = tmp_path / "reports"
+    proc = _pytest(
+        reports,
+        "-k",
+        "latency and jpki-auth",
+        "--pinloop-defect",
+        "fixed-delay:fixed_delay_ms=0.7",
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    data = json.loads((reports / "summary.json").read_text())
+    (row,) = data["results"]
+    assert row["outcome"] == "passed" and "verify_p50_ms" in row["marginal"][0]
+    assert data["readers"]["emulated (in-process)"]["outcomes"]["marginal"] == 1
+    assert "passed (marginal)" in (reports / "summary.html").read_text()
+    assert 'name="marginal"' in (reports / "junit.xml").read_text()
+    (result,) = _results(reports)
+    assert "marginal" in _label(result, "tag")
 
 
 def _leaks(folder: Path) -> list[str]:

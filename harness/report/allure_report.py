@@ -24,6 +24,7 @@ from harness import __version__
 from harness.emulator.layout import APPS_BY_ID, PINS_BY_ID
 from harness.scenario import Scenario
 from harness.scenario import model as M
+from harness.timing import ApduTime
 
 #: first match wins: timing failures before other device defects; lab faults are "broken"
 CATEGORIES = [
@@ -111,8 +112,16 @@ def step_context(trace: Callable[[], list[str]]) -> Callable[[int, M.Step], Any]
     return ctx
 
 
+def mark_marginal(scenario: Scenario, marks: list[str]) -> None:
+    """A pass that met a latency budget only marginally: tagged, and said in the description."""
+    allure.dynamic.tag("marginal")
+    allure.dynamic.description(
+        (scenario.description or scenario.name) + "\n\nMarginal: " + "; ".join(marks)
+    )
+
+
 def attach_timing(
-    latencies: list[tuple[str, float]],
+    latencies: list[ApduTime],
     title: str,
     *,
     plot: bool,
@@ -122,7 +131,9 @@ def attach_timing(
     a figure costs ~0.4 s, and the summary already has one per reader)."""
     if not latencies:
         return
-    csv = "ins,latency_us\n" + "\n".join(f"{ins},{us:.1f}" for ins, us in latencies)
+    csv = "ins,status_query,wire_us,harness_overhead_us\n" + "\n".join(
+        f"{a.ins},{int(a.query)},{a.wire_us:.1f},{a.overhead_us:.1f}" for a in latencies
+    )
     allure.attach(csv, name="latency samples (CSV)", attachment_type=allure.attachment_type.CSV)
     if not plot:
         return
@@ -135,8 +146,9 @@ def attach_timing(
             attachment_type=allure.attachment_type.PNG,
         )
     series: dict[str, list[float]] = {}
-    for ins, us in latencies:
-        series.setdefault({"20": "VERIFY", "A4": "SELECT"}.get(ins, "other"), []).append(us)
+    for a in latencies:
+        kind = "status query" if a.query else {"20": "VERIFY", "A4": "SELECT"}.get(a.ins, "other")
+        series.setdefault(kind, []).append(a.wire_us)
     allure.attach(
         latency_histogram(series, title),
         name="latency histogram",

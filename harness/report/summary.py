@@ -22,7 +22,10 @@ class Row:
     scenario: str
     rule: str
     outcome: str  # passed, failed, error, skipped
-    verify_us: list[float] = field(default_factory=list)
+    verify_us: list[float] = field(default_factory=list)  # VERIFY with a value, at the transport
+    query_us: list[float] = field(default_factory=list)  # status queries (VERIFY without data)
+    overhead_us: list[float] = field(default_factory=list)  # the harness's, every APDU
+    marginal: list[str] = field(default_factory=list)  # budgets met only marginally
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -55,18 +58,35 @@ class Summary:
         for reader in self.readers():
             rows = [r for r in self.rows if r.reader == reader]
             samples = [us for r in rows for us in r.verify_us]
+            queries = [us for r in rows for us in r.query_us]
+            overhead = [us for r in rows for us in r.overhead_us]
             readers[reader] = {
                 "outcomes": {
                     o: sum(r.outcome == o for r in rows)
                     for o in ("passed", "failed", "error", "skipped")
-                },
+                }
+                | {"marginal": sum(bool(r.marginal) for r in rows)},
                 "verify_latency": {"samples": len(samples), **percentiles(samples)},
+                "status_query_latency": {"samples": len(queries), **percentiles(queries)},
+                "harness_overhead_us": {
+                    "apdus": len(overhead),
+                    **(
+                        {
+                            "median": round(statistics.median(overhead), 2),
+                            "p99": round(
+                                statistics.quantiles(overhead, n=100, method="inclusive")[98], 2
+                            ),
+                        }
+                        if len(overhead) >= 2
+                        else {}
+                    ),
+                },
             }
         return {
             "pinloop": __version__,
             "readers": readers,
             "results": [
-                {k: v for k, v in asdict(r).items() if k != "verify_us"}
+                {k: v for k, v in asdict(r).items() if not k.endswith("_us")}
                 | {"verify_samples": len(r.verify_us)}
                 for r in self.rows
             ],
@@ -92,20 +112,26 @@ class Summary:
             f"<h1>pinloop summary</h1><p>pinloop {esc(__version__)}; "
             f"{len(self.rows)} results on {len(readers)} reader(s)</p>",
             "<h2>Readers</h2><table><tr><th>reader</th><th>passed</th><th>failed</th>"
-            "<th>error</th><th>skipped</th><th>VERIFY samples</th><th>p50 ms</th>"
-            "<th>p95 ms</th><th>p99 ms</th></tr>",
+            "<th>error</th><th>skipped</th><th>marginal</th><th>VERIFY samples</th>"
+            "<th>p50 ms</th><th>p95 ms</th><th>p99 ms</th>"
+            "<th>harness overhead per APDU, median / p99 µs</th></tr>",
         ]
         reader_data: dict[str, dict[str, dict[str, float]]] = data["readers"]  # type: ignore[assignment]
         for reader in readers:
             d = reader_data[reader]
-            o, lat = d["outcomes"], d["verify_latency"]
+            o, lat, ov = d["outcomes"], d["verify_latency"], d["harness_overhead_us"]
             parts.append(
                 f"<tr><td>{esc(reader)}</td><td>{o['passed']:.0f}</td><td>{o['failed']:.0f}</td>"
                 f"<td>{o['error']:.0f}</td><td>{o['skipped']:.0f}</td>"
-                f"<td>{lat.get('samples', 0):.0f}</td>"
+                f"<td>{o['marginal']:.0f}</td><td>{lat.get('samples', 0):.0f}</td>"
                 + "".join(
                     f"<td>{lat[k]:.3f}</td>" if k in lat else "<td>-</td>"
                     for k in ("p50_ms", "p95_ms", "p99_ms")
+                )
+                + (
+                    f"<td>{ov['median']:.1f} / {ov['p99']:.1f}</td>"
+                    if "p99" in ov
+                    else "<td>-</td>"
                 )
                 + "</tr>"
             )
@@ -121,9 +147,11 @@ class Summary:
             for reader in readers:
                 row = by_key.get((scenario, reader))
                 outcome = row.outcome if row else "-"
-                parts.append(
-                    f"<td style='background:{cell.get(outcome, '#fff')}'>{esc(outcome)}</td>"
-                )
+                shown, colour = outcome, cell.get(outcome, "#fff")
+                if row is not None and row.marginal and outcome == "passed":
+                    shown, colour = "passed (marginal)", "#f0f0a0"
+                title = esc("; ".join(row.marginal)) if row is not None else ""
+                parts.append(f"<td style='background:{colour}' title='{title}'>{esc(shown)}</td>")
             parts.append("</tr>")
         parts.append("</table><h2>VERIFY latency</h2>")
         series = {

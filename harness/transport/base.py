@@ -17,6 +17,9 @@ class Transport(Protocol):
     """A way to reach one card. Every call returns or raises a TransportError in time."""
 
     name: str
+    #: ns the last transmit() spent in the call to the card itself (SCardTransmit, the link
+    #: round trip, the emulator), on the monotonic clock; the rest is the harness's overhead
+    last_wire_ns: int
 
     @property
     def atr(self) -> bytes: ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.emulator import EmulatedCard
 from harness.transport.base import exchange
@@ -11,6 +13,7 @@ class InProcessTransport:
     def __init__(self, card: EmulatedCard, name: str = "in-process") -> None:
         self.card = card
         self.name = name
+        self.last_wire_ns = 0
         self._atr = card.power_on() if not card.powered else card.atr
 
     @property
@@ -18,7 +21,15 @@ class InProcessTransport:
         return self._atr
 
     def transmit(self, cmd: CommandAPDU) -> ResponseAPDU:
-        return exchange(self.card.transmit, cmd)
+        self.last_wire_ns = 0
+        return exchange(self._send, cmd)
+
+    def _send(self, raw: bytes) -> bytes:
+        t = time.perf_counter_ns()
+        try:
+            return self.card.transmit(raw)
+        finally:
+            self.last_wire_ns += time.perf_counter_ns() - t
 
     def power_cycle(self) -> bytes:
         self.card.power_off()

@@ -205,6 +205,7 @@ class PcscTransport:
         self._protocol = 0
         self._atr = b""
         self._due: float | None = None  # deadline of the call in progress
+        self.last_wire_ns = 0
         self._broken: str | None = None
         _WATCHDOG.watch(self)
         self._call(self._connect, "connect")
@@ -257,7 +258,9 @@ class PcscTransport:
     def _send(self, raw: bytes) -> bytes:
         if self._card is None:
             raise CardRemoved(f"{self.name}: not connected")
+        t = time.perf_counter_ns()
         rv, resp = S.SCardTransmit(self._card, self._protocol, list(raw))
+        self.last_wire_ns += time.perf_counter_ns() - t
         check(rv, "transmit", self.name)
         if len(resp) < 2:
             raise CardRemoved(f"{self.name}: card returned no valid response ({len(resp)} bytes)")
@@ -294,10 +297,13 @@ class PcscTransport:
         # response that needs no T=0 procedure. Anything else takes the general path.
         card = self._card
         if card is not None and not self._broken:
+            raw = list(cmd.to_bytes())
             self._due = time.monotonic() + self.deadline
+            t = time.perf_counter_ns()
             try:
-                rv, resp = S.SCardTransmit(card, self._protocol, list(cmd.to_bytes()))
+                rv, resp = S.SCardTransmit(card, self._protocol, raw)
             finally:
+                self.last_wire_ns = time.perf_counter_ns() - t
                 self._due = None
             if (
                 rv == S.SCARD_S_SUCCESS
@@ -310,6 +316,7 @@ class PcscTransport:
                 return self._call(lambda: self._fail(rv, resp), "transmit")
             first = bytes(resp)
             return self._call(lambda: exchange(self._then(first), cmd), "transmit")
+        self.last_wire_ns = 0
         return self._call(lambda: exchange(self._send, cmd), "transmit")
 
     def _fail(self, rv: int, resp: list[int]) -> ResponseAPDU:

@@ -33,6 +33,7 @@ class VpcdHostTransport:
         self.name = name or f"vpcd host on {link.url}"
         self.deadline = deadline
         self._pump = pump
+        self.last_wire_ns = 0
         self._atr = self.power_cycle()
 
     def _send(self, payload: bytes) -> None:
@@ -57,14 +58,19 @@ class VpcdHostTransport:
         return self._atr
 
     def _raw(self, raw: bytes) -> bytes:
-        self._send(raw)
-        return self._receive()
+        t = time.perf_counter_ns()
+        try:
+            self._send(raw)
+            return self._receive()
+        finally:
+            self.last_wire_ns += time.perf_counter_ns() - t
 
     @property
     def atr(self) -> bytes:
         return self._atr
 
     def transmit(self, cmd: CommandAPDU) -> ResponseAPDU:
+        self.last_wire_ns = 0
         return exchange(self._raw, cmd)
 
     def power_cycle(self) -> bytes:
