@@ -20,10 +20,10 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from harness.apdu import commands as C
-from harness.apdu import sw as SW
-from harness.apdu.model import CommandAPDU, ResponseAPDU
+from harness.apdu.model import CommandAPDU
 from harness.emulator import FAITHFUL, PROFILES, CardState, DefectProfile, EmulatedCard, MemoryStore
 from harness.emulator.layout import APPLICATIONS, APPS_BY_ID, PINS
+from tests.oracle import check_apdu, check_power
 
 _AIDS = [a.aid for a in APPLICATIONS]
 
@@ -123,41 +123,6 @@ def _walks(template: CardState) -> st.SearchStrategy[list[object]]:
     )
 
 
-def _check_step(card: EmulatedCard, raw: bytes, before: dict[str, tuple[int, bytes]]) -> None:
-    resp = ResponseAPDU.parse(card.transmit(raw))
-    assert SW.is_card_status_word(resp.sw), f"illegal SW {resp.sw:04X} for {raw.hex()}"
-    after = {k: card.pin_state(k).remaining for k in before}
-    try:
-        cmd: CommandAPDU | None = CommandAPDU.parse(raw)
-    except ValueError:
-        cmd = None
-    target = card.last_pin
-    changed = {k for k in before if after[k] != before[k][0]}
-    assert changed <= ({target} if target else set()), f"{changed} moved on {raw.hex()}"
-    if cmd is None:
-        assert not changed and resp.sw == SW.WRONG_LENGTH
-        return
-    is_verify = cmd.cla == 0x00 and cmd.ins == 0x20
-    if is_verify and resp.sw == SW.OK:
-        assert target is not None and cmd.data == before[target][1], "9000 without the secret"
-        assert before[target][0] > 0, "9000 from a blocked PIN"
-    if is_verify and cmd.data and target is not None and SW.retries_left(resp.sw) is not None:
-        assert after[target] == before[target][0] - 1 == SW.retries_left(resp.sw), (
-            "63Cx to a wrong PIN without spending exactly one try"
-        )
-    if is_verify and not cmd.data and target is not None:
-        assert resp.sw == SW.retries(before[target][0]) and not changed
-    if target is None or target not in changed:
-        return
-    old, new = before[target][0], after[target]
-    max_tries = card.pin_state(target).max_tries
-    if new < old:
-        assert is_verify and cmd.data and new == old - 1 and resp.sw == SW.retries(new)
-    else:
-        assert resp.sw == SW.OK and new == max_tries
-        assert (cmd.cla, cmd.ins) in {(0x00, 0x20), (0x00, 0x24), (0x80, 0x32), (0x00, 0x2C)}
-
-
 def _property(
     template: CardState,
     defects: DefectProfile = FAITHFUL,
@@ -179,18 +144,11 @@ def _property(
             card._matches = lambda secret, presented: True  # type: ignore[method-assign]
         card.power_on()
         for action in actions:
-            before = {k: (p.remaining, p.value) for k, p in card.store.state.pins.items()}
             if action in ("power-cycle", "reset"):
-                if action == "power-cycle":
-                    card.power_off()
-                    card.power_on()
-                else:
-                    card.reset()
-                after = {k: (p.remaining, p.value) for k, p in card.store.state.pins.items()}
-                assert after == before, "NVM changed across a power cycle"
+                check_power(card, action == "power-cycle")
                 continue
             assert isinstance(action, bytes)
-            _check_step(card, action, before)
+            check_apdu(card, action)
 
     return run
 

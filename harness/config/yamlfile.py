@@ -9,7 +9,8 @@ from typing import Any
 
 import jsonschema
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from harness.errors import ConfigError, SourceLocation
 
@@ -43,6 +44,10 @@ class LoadedYAML:
         return ConfigError(message, loc, snippet=self.snippet(loc.line), expected=expected)
 
 
+def _code(c: object) -> int:
+    return ord(c) if isinstance(c, str) else int(c)  # type: ignore[call-overload]
+
+
 def load_yaml(path: str | Path) -> LoadedYAML:
     """Parse ``path``; syntax errors and duplicate keys become :class:`ConfigError`."""
     p = Path(path)
@@ -64,6 +69,18 @@ def load_yaml(path: str | Path) -> LoadedYAML:
         raise ConfigError(
             f"YAML syntax: {problem}", SourceLocation(str(p), line, col), snippet=doc.snippet(line)
         ) from None
+    except ReaderError as exc:  # found by fuzzing: a control character in the file
+        line = text.count("\n", 0, max(0, exc.position)) + 1
+        doc = LoadedYAML(str(p), text, None)
+        raise ConfigError(
+            f"YAML: character U+{_code(exc.character):04X} is not allowed in a YAML file",
+            SourceLocation(str(p), line),
+            snippet=doc.snippet(line),
+        ) from None
+    except RecursionError:  # found by fuzzing: [[[[… a few hundred deep
+        raise ConfigError("YAML: nested too deeply", SourceLocation(str(p), 1)) from None
+    except YAMLError as exc:
+        raise ConfigError(f"YAML: {exc}".splitlines()[0], SourceLocation(str(p), 1)) from None
     return LoadedYAML(str(p), text, data)
 
 

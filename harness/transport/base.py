@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from harness.apdu.model import CommandAPDU, ResponseAPDU
+from harness.errors import APDUFormatError
 
 #: default deadline of one call to a card or reader, in seconds
 DEFAULT_DEADLINE = 5.0
@@ -52,8 +53,10 @@ def exchange(send: Callable[[bytes], bytes], cmd: CommandAPDU) -> ResponseAPDU:
     rounds = 0
     while resp.sw1 == 0x61:
         rounds += 1
-        if rounds > MAX_CHAINED_RESPONSES:
-            break
+        if rounds > MAX_CHAINED_RESPONSES:  # found by fuzzing: 61xx used to reach the caller
+            raise APDUFormatError(
+                f"the card answered 61xx more than {MAX_CHAINED_RESPONSES} times in a row"
+            )
         get = CommandAPDU(cmd.cla & 0x03, 0xC0, 0x00, 0x00, le=resp.sw2 or 256)
         resp = ResponseAPDU.parse(send(get.to_bytes()))
         data += resp.data
