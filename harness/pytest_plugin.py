@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Generator, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from harness.emulator.config import DEFAULT_CONFIG_PATH, load_card_config
 from harness.errors import CardStateError, ConfigError, HarnessError, TransportError
 from harness.lab.pcscd import LabError
 from harness.report.allure_report import (
+    attach_log,
     attach_timing,
     collection_markers,
     mark_marginal,
@@ -87,6 +89,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}")
     config.stash[_POOL] = TargetPool(config)
     config.stash[_SUMMARY] = Summary()
+    config.stash[_READERS] = {}
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(SummaryCollector(config), "pinloop-summary")
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        from harness.stations import Stations
+
+        if config.getoption("numprocesses", None) and config.getoption("--pinloop-target"):
+            config.pluginmanager.register(Stations(config), "pinloop-stations")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -110,21 +120,48 @@ def _record(item: ScenarioItem, call: pytest.CallInfo[None], report: pytest.Test
         result = "failed" if isinstance(exc, AssertionError) else "error"
     else:
         result = "passed"
-    reader = item.target.name if item.target is not None else item.spec
+    target = item.target
+    reader = target.name if target is not None else item.spec
     times: list[ApduTime] = getattr(item, "latencies", [])
     scenario = item.nodeid.split("::", 1)[-1].rsplit("@", 1)[0]
-    item.config.stash[_SUMMARY].add(
-        Row(
-            reader,
-            scenario,
-            item.scenario.rule,
-            result,
-            verify_us=[a.wire_us for a in times if a.verify],
-            query_us=[a.wire_us for a in times if a.query],
-            overhead_us=[a.overhead_us for a in times],
-            marginal=list(getattr(item, "marginal", [])),
-        )
+    row = Row(
+        reader,
+        scenario,
+        item.scenario.rule,
+        result,
+        verify_us=[a.wire_us for a in times if a.verify],
+        query_us=[a.wire_us for a in times if a.query],
+        overhead_us=[a.overhead_us for a in times],
+        marginal=list(getattr(item, "marginal", [])),
     )
+    # Carried on the report, which pytest-xdist ships from a worker to the controller (extra
+    # attributes travel with it); pytest_runtest_logreport collects it where files are written.
+    report.pinloop_row = asdict(row)  # type: ignore[attr-defined]
+    report.pinloop_reader = (  # type: ignore[attr-defined]
+        describe_target(item.spec, target)
+        if target is not None
+        else {"target": item.spec, "name": "broken", "fault": _first_line(call)}
+    )
+
+
+def _first_line(call: pytest.CallInfo[None]) -> str:
+    return str(call.excinfo.value).splitlines()[0] if call.excinfo else "unknown"
+
+
+class SummaryCollector:
+    """Collects the summary rows from test reports, in the process that writes the files
+    (the only process, or the xdist controller)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        row = getattr(report, "pinloop_row", None)
+        if row is None:
+            return
+        self.config.stash[_SUMMARY].add(Row(**row))
+        reader = report.pinloop_reader
+        self.config.stash[_READERS].setdefault(reader["target"] + "|" + reader["name"], reader)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -138,7 +175,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if alluredir:
         from harness.report.allure_report import write_environment
 
-        write_environment(Path(alluredir), config.stash[_POOL].describe())
+        readers = sorted(config.stash[_READERS].values(), key=lambda r: (r["name"], r["target"]))
+        write_environment(Path(alluredir), readers)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -155,14 +193,24 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFi
 
 
 class TargetPool:
-    """Targets shared by all items of a session, started on first use."""
+    """Targets shared by all items of a session, started on first use.
+
+    After a lab fault in the middle of a scenario the target is closed; the next scenario sets
+    it up afresh (pcscd and emulator restarted, or the real reader reconnected). If that
+    fails too, the target is broken for the rest of the session and its items error at once.
+    Nothing is retried inside a scenario: the APDU in flight is never sent again.
+    """
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.targets: dict[str, Target] = {}
         self.broken: dict[str, str] = {}
+        self.faulted: dict[str, str] = {}  # faulted mid-scenario; one fresh set-up allowed
 
     def specs(self) -> list[str]:
+        station = getattr(self.config, "workerinput", {}).get("pinloop_station")
+        if station is not None:  # an xdist worker: the controller handed it one reader
+            return [station["spec"]]
         return list(self.config.getoption("--pinloop-target") or ["inprocess"])
 
     def get(self, spec: str) -> Target:
@@ -171,16 +219,26 @@ class TargetPool:
         if spec not in self.targets:
             try:
                 card = load_card_config(self.config.getoption("--pinloop-card"))
-                self.targets[spec] = make_target(
-                    spec, card, self.config.getoption("--pinloop-defect")
-                )
+                defect = self.config.getoption("--pinloop-defect")
+                station = getattr(self.config, "workerinput", {}).get("pinloop_station")
+                if station is not None and station.get("slot"):
+                    from harness.stations import slot_target
+
+                    self.targets[spec] = slot_target(station, card, defect)
+                else:
+                    self.targets[spec] = make_target(spec, card, defect)
             except HarnessError as exc:
-                self.broken[spec] = str(exc).splitlines()[0]
+                why = str(exc).splitlines()[0]
+                if spec in self.faulted:
+                    why += f" (set up again after: {self.faulted[spec]})"
+                self.broken[spec] = why
                 raise
+            self.faulted.pop(spec, None)
         return self.targets[spec]
 
-    def mark_broken(self, spec: str, why: str) -> None:
-        self.broken[spec] = why
+    def mark_faulted(self, spec: str, why: str) -> None:
+        """A lab fault mid-scenario: close the target; the next item sets it up again."""
+        self.faulted[spec] = why
         target = self.targets.pop(spec, None)
         if target is not None:
             with contextlib.suppress(Exception):  # closing a broken target: best effort
@@ -190,27 +248,25 @@ class TargetPool:
         for spec in list(self.targets):
             self.targets.pop(spec).close()
 
-    def describe(self) -> list[dict[str, str]]:
-        """The readers of this session, for environment.properties."""
-        out = []
-        for spec, target in self.targets.items():
-            out.append(
-                {
-                    "target": spec,
-                    "name": target.name,
-                    "atr": target.transport.atr.hex(" ").upper(),
-                    "profile": target.profile.name if target.profile else "none",
-                    "card": "emulated" if target.emulated else "real",
-                }
-            )
-        out += [
-            {"target": spec, "name": "broken", "fault": why} for spec, why in self.broken.items()
-        ]
-        return out
+
+def describe_target(spec: str, target: Target) -> dict[str, str]:
+    """One reader of the session, for environment.properties."""
+    try:
+        atr = target.transport.atr.hex(" ").upper()
+    except HarnessError:
+        atr = "unknown"
+    return {
+        "target": spec,
+        "name": target.name,
+        "atr": atr,
+        "profile": target.profile.name if target.profile else "none",
+        "card": "emulated" if target.emulated else "real",
+    }
 
 
 _POOL = pytest.StashKey[TargetPool]()
 _SUMMARY = pytest.StashKey[Summary]()
+_READERS = pytest.StashKey[dict[str, dict[str, str]]]()
 
 
 class ScenarioFile(pytest.File):
@@ -290,7 +346,10 @@ class ScenarioItem(pytest.Item):
         except (TransportError, LabError, CardStateError) as exc:
             # the path to the card failed mid-scenario: its state is unknown, so this target
             # stops here (its other items error at once); other targets go on
-            self.config.stash[_POOL].mark_broken(self.spec, str(exc).splitlines()[0])
+            self.config.stash[_POOL].mark_faulted(self.spec, str(exc).splitlines()[0])
+            tail = getattr(self.target, "log_tail", None)
+            if callable(tail):
+                attach_log("pcscd log (last lines)", tail())
             raise
         finally:
             self.latencies = runner.latencies

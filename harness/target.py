@@ -30,6 +30,7 @@ from harness.readerprofile import ReaderProfile, load_profiles, select_profile
 from harness.transport.base import Transport
 
 if TYPE_CHECKING:
+    from harness.lab.pcscd import VirtualSlot
     from harness.lab.relay_sim import SimulatedRelay
 
 
@@ -164,14 +165,28 @@ class InProcessTarget(_Emulated):
 class PcscdTarget(_Emulated):
     """The emulated card in virtual reader slot 0 of a pcscd this target starts."""
 
-    def __init__(self, config: CardConfig, defects: DefectProfile, workdir: Path) -> None:
-        from harness.lab.pcscd import Pcscd
+    def __init__(
+        self,
+        config: CardConfig,
+        defects: DefectProfile,
+        workdir: Path,
+        *,
+        shared: tuple[VirtualSlot, Path] | None = None,
+    ) -> None:
+        """Starts its own pcscd, or with ``shared`` (a slot and the log of a pcscd another
+        process runs, e.g. the xdist controller) serves its card in that slot only."""
+        from harness.lab.pcscd import Pcscd, SharedPcscd
         from harness.links.vicc import EmulatorServer, serve_in_thread
 
         super().__init__(config, defects)
-        self.lab = Pcscd(workdir / "pcscd.log", slots=2)
-        self.lab.start()
-        slot = self.lab.slots[0]
+        self.lab: Pcscd | SharedPcscd
+        if shared is None:
+            self.lab = Pcscd(workdir / "pcscd.log", slots=2)
+            self.lab.start()
+            slot = self.lab.slots[0]
+        else:
+            slot, log = shared
+            self.lab = SharedPcscd(log)
         self.name = slot.reader
         self.server = EmulatorServer(self.card, slot.url)
         self.thread = serve_in_thread(self.server)

@@ -139,6 +139,7 @@ class Pcscd:
         self.config_dir = config_dir or log_path.parent / "reader.conf.d"
         self.slots: list[VirtualSlot] = []
         self._proc: subprocess.Popen[bytes] | None = None
+        self._unplugged: int | None = None
 
     @property
     def pid(self) -> int | None:
@@ -170,6 +171,8 @@ class Pcscd:
                 f"kill -TERM {other}"
             )
         self.slots = write_reader_config(self.config_dir, self.slot_count)
+        if self._unplugged is not None:
+            (self.config_dir / f"vpcd-{self._unplugged}").unlink()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         try:
@@ -209,11 +212,16 @@ class Pcscd:
                 proc.wait()
         self._proc = None
 
+    def restart(self, *, unplug_pair: int | None = None) -> None:
+        """Stop and start again. With ``unplug_pair``, that driver instance's two readers are
+        left out of the new daemon, as if a USB reader had been pulled out (fault injection);
+        the next plain restart puts them back."""
+        self.stop()
+        self._unplugged = unplug_pair
+        self.start()
+
     def log_tail(self, lines: int = 40) -> str:
-        with contextlib.suppress(OSError):
-            text = self.log_path.read_text(errors="replace")
-            return "\n".join(text.splitlines()[-lines:])
-        return ""
+        return tail(self.log_path, lines)
 
     def __enter__(self) -> Pcscd:
         self.start()
@@ -221,3 +229,23 @@ class Pcscd:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+class SharedPcscd:
+    """A pcscd that another process started and stops (the xdist controller): this process
+    serves a card in one of its slots and can show its log."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return tail(self.log_path, lines)
+
+    def stop(self) -> None:
+        pass  # not ours to stop

@@ -112,6 +112,10 @@ def step_context(trace: Callable[[], list[str]]) -> Callable[[int, M.Step], Any]
     return ctx
 
 
+def attach_log(name: str, text: str) -> None:
+    allure.attach(text, name=name, attachment_type=allure.attachment_type.TEXT)
+
+
 def mark_marginal(scenario: Scenario, marks: list[str]) -> None:
     """A pass that met a latency budget only marginally: tagged, and said in the description."""
     allure.dynamic.tag("marginal")
