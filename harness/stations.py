@@ -19,6 +19,7 @@ scenario it was running as an error and the other stations go on.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,25 @@ class Stations:
                 "give one target per worker, or --pinloop-target pcscd alone for "
                 f"{self.workers} emulated readers"
             )
+
+    def shared_cpu(self) -> str | None:
+        """A warning when stations share CPUs: timing figures then measure the host too."""
+        cores = len(os.sched_getaffinity(0))
+        if self.specs == ["pcscd"] and self.workers > cores:
+            return (
+                f"{self.workers} emulated stations on {cores} CPU cores: latency figures "
+                "include CPU contention (see the marginal results)"
+            )
+        return None
+
+    def pytest_report_header(self, config: pytest.Config) -> str:
+        warning = self.shared_cpu()
+        return f"pinloop stations: {self.workers}" + (f"; WARNING: {warning}" if warning else "")
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        warning = self.shared_cpu()
+        if warning:
+            terminalreporter.write_line(f"pinloop: {warning}", yellow=True)
 
     def _shared_lab(self) -> Any:
         if self.lab is None:
