@@ -209,24 +209,21 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
                     [*path, "command"],
                     expected="command: verify",
                 )
-            if "destructive" not in tags:
-                raise doc.error(
-                    "tear with delays_us sends wrong PINs: add tag destructive",
-                    path,
-                    expected="tags: [destructive]",
-                )
+            _need_tag(doc, tags, "destructive", "tear with delays_us sends wrong PINs", path)
             step = M.Tear(
                 **common,
                 pin=_pin_of(doc, {}, params, path, current, action),
                 delays_us=tuple(float(d) for d in body["delays_us"]),
             )
         elif action == "tear":
-            if "emulator-only" not in tags:
-                raise doc.error(
-                    "tear cuts the emulated card's power: add tag emulator-only",
-                    path,
-                    expected="tags: [emulator-only, destructive]",
-                )
+            _need_tag(
+                doc,
+                tags,
+                "emulator-only",
+                "tear cuts the emulated card's power",
+                path,
+                expected="tags: [emulator-only, destructive]",
+            )
             pin = _pin_of(doc, {}, params, path, current, action)
             command = str((body or {}).get("command", "verify"))
             if command == "change" and PINS_BY_ID[pin].change is ChangeCommand.NONE:
@@ -238,12 +235,9 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
             uses_reinit |= command == "reinit"
             step = M.Tear(**common, pin=pin, command=command)
         else:  # leak
-            if body.get("classes") == "blocked" and "destructive" not in tags:
-                raise doc.error(
-                    "leak with classes blocked blocks the PIN: add tag destructive",
-                    path,
-                    expected="tags: [destructive]",
-                )
+            if body.get("classes") == "blocked":
+                why = "leak with classes blocked blocks the PIN"
+                _need_tag(doc, tags, "destructive", why, path)
             step = M.Leak(
                 **common,
                 pin=_pin_of(doc, {}, params, path, current, action),
@@ -288,6 +282,20 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
         severity=str(data.get("severity", "normal")),
         tags=tags,
     )
+
+
+def _need_tag(
+    doc: LoadedYAML,
+    tags: frozenset[str],
+    tag: str,
+    why: str,
+    path: list[str | int],
+    *,
+    expected: str | None = None,
+) -> None:
+    """A step that needs the scenario to declare ``tag`` (what it may do to a card)."""
+    if tag not in tags:
+        raise doc.error(f"{why}: add tag {tag}", path, expected=expected or f"tags: [{tag}]")
 
 
 PINS_BY_ID_BY_APP_EF: dict[tuple[str | None, int | None], str] = {
