@@ -8,6 +8,7 @@ Options (group ``pinloop``):
 - ``--pinloop-destructive-reader NAME`` (repeatable): allow destructive scenarios and steps
   that could block a PIN on that real reader (exact reader name)
 - ``--pinloop-reveal``: UNSAFE, show PINs in traces
+- ``--pinloop-readers DIR``: where real readers' profiles are (a lab's own folder)
 
 Markers from scenario tags: ``destructive``, ``emulator_only``, ``needs_reinit``; each item
 also carries ``pinloop_target(name)``. A device defect fails the item; a lab fault is an error
@@ -76,6 +77,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="allow destructive scenarios on this real reader (exact name)",
     )
     g.addoption("--pinloop-reveal", action="store_true", help="UNSAFE: show PINs in traces")
+    g.addoption(
+        "--pinloop-readers",
+        metavar="DIR",
+        help="reader profiles of real readers (default: the project's readers/)",
+    )
     g.addoption(
         "--pinloop-reports",
         metavar="DIR",
@@ -226,7 +232,10 @@ class TargetPool:
 
                     self.targets[spec] = slot_target(station, card, defect)
                 else:
-                    self.targets[spec] = make_target(spec, card, defect)
+                    readers = self.config.getoption("--pinloop-readers")
+                    self.targets[spec] = make_target(
+                        spec, card, defect, Path(readers) if readers else None
+                    )
             except HarnessError as exc:
                 why = str(exc).splitlines()[0]
                 if spec in self.faulted:

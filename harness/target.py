@@ -249,7 +249,7 @@ def env_name(pin_id: str) -> str:
 class RealReaderTarget(Target):
     emulated = False
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, readers_dir: Path | None = None) -> None:
         from harness.transport.pcsc import PcscTransport, list_readers
 
         readers = [r for r in list_readers() if re.search(pattern, r)]
@@ -259,7 +259,9 @@ class RealReaderTarget(Target):
                 f"({', '.join(readers) or 'none'}); it must match exactly one"
             )
         self.name = readers[0]
-        self.profile = select_profile(self.name, load_profiles())
+        self.profile = select_profile(
+            self.name, load_profiles(readers_dir) if readers_dir else load_profiles()
+        )
         self.transport = PcscTransport(self.name)
 
     def recover(self) -> None:
@@ -316,8 +318,11 @@ def _profile_for(name: str) -> ReaderProfile | None:
         return None
 
 
-def make_target(spec: str, config: CardConfig, defect: str | None) -> Target:
-    """``inprocess``, ``pcscd`` or ``reader:NAME-REGEX``."""
+def make_target(
+    spec: str, config: CardConfig, defect: str | None, readers_dir: Path | None = None
+) -> Target:
+    """``inprocess``, ``pcscd`` or ``reader:NAME-REGEX`` (its profile from ``readers_dir``,
+    by default the project's ``readers/``)."""
     profile = parse_profile(defect or "faithful")
     if spec == "inprocess":
         return InProcessTarget(config, profile)
@@ -327,5 +332,5 @@ def make_target(spec: str, config: CardConfig, defect: str | None) -> Target:
     if spec.startswith("reader:"):
         if defect:
             raise TargetError("--pinloop-defect applies to emulated cards only")
-        return RealReaderTarget(spec[len("reader:") :])
+        return RealReaderTarget(spec[len("reader:") :], readers_dir)
     raise TargetError(f"unknown target {spec!r}; use inprocess, pcscd or reader:NAME")
