@@ -17,15 +17,20 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.emulator import DefectProfile, EmulatedCard, MemoryStore, parse_profile, personalise
 from harness.emulator.config import CardConfig
 from harness.emulator.layout import PINS_BY_ID
-from harness.errors import CardPowerLost, HarnessError, TransportError
-from harness.lab.power import OperatorSwitch, PcscUnpower, PowerSwitch, SerialRelay
+from harness.errors import HarnessError, TransportError
+from harness.lab.power import (
+    EmulatedPower,
+    OperatorSwitch,
+    PcscUnpower,
+    PowerSwitch,
+    SerialRelay,
+)
 from harness.readerprofile import ReaderProfile, load_profiles, select_profile
 from harness.transport.base import Transport
 
@@ -83,37 +88,6 @@ class Target:
         self.transport.close()
 
 
-class EmulatedPower:
-    """The emulated card's supply: a cut takes effect at the card's next NVM write (the
-    command in flight is torn there) and the card is unpowered until restored."""
-
-    mid_command = True
-
-    def __init__(self, card: EmulatedCard, on_change: Callable[[bool], None] | None = None) -> None:
-        self.card = card
-        self.on_change = on_change
-
-    def describe(self) -> str:
-        return "the emulated card's supply"
-
-    def set(self, on: bool) -> None:
-        def gone(point: str, phase: str) -> None:
-            raise CardPowerLost(point, phase)
-
-        self.card.write_hook = None if on else gone
-        if self.on_change is not None:
-            self.on_change(on)
-
-    def cut(self) -> None:
-        self.set(False)
-
-    def restore(self) -> None:
-        self.set(True)
-
-    def close(self) -> None:
-        self.card.write_hook = None
-
-
 class _Emulated(Target):
     emulated = True
 
@@ -163,7 +137,8 @@ class InProcessTarget(_Emulated):
 
 
 class PcscdTarget(_Emulated):
-    """The emulated card in virtual reader slot 0 of a pcscd this target starts."""
+    """The emulated card in a virtual reader slot: slot 0 of a pcscd this target starts, or
+    a slot of a pcscd another process runs (one station of several, ``harness/stations.py``)."""
 
     def __init__(
         self,

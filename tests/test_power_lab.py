@@ -16,10 +16,11 @@ import pytest
 from harness.checks import ExpectationFailed
 from harness.emulator import PROFILES, CardState
 from harness.lab.pcscd import Pcscd
+from harness.lab.power import EmulatedPower
 from harness.lab.relay_sim import SimulatedRelay
 from harness.runner import Runner
 from harness.scenario import load_scenarios
-from harness.target import EmulatedPower, RealReaderTarget, env_name
+from harness.target import RealReaderTarget, env_name
 from tests.pcsc_lab import ServedCard
 
 LIB = Path(__file__).resolve().parent.parent / "scenarios"

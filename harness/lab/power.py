@@ -10,6 +10,8 @@ A reader profile names one (``power_switch:`` in ``readers/*.yaml``); without on
 - ``operator``: a person pulls the card when told to and puts it back; the harness sees both
   through ``SCardGetStatusChange`` with a deadline. Unattended (no terminal) it refuses at
   once instead of waiting for nobody.
+- ``EmulatedPower`` (no profile needed): the emulated card's own supply, for the in-process
+  target and, behind the simulated relay, for the pcscd target.
 - ``relay``: a serial-controlled relay (or a USB hub port-power switch behind a small
   microcontroller) reached through any pyserial URL, switching the reader's or card's supply.
   It can cut in the middle of a command, at a chosen delay.
@@ -39,7 +41,8 @@ from typing import Protocol
 
 import serial
 
-from harness.errors import HarnessError, TransportError
+from harness.emulator import EmulatedCard
+from harness.errors import CardPowerLost, HarnessError, TransportError
 
 
 class PowerSwitchError(HarnessError):
@@ -75,6 +78,37 @@ class SwitchSpec:
     off_ms: float = 500.0  # how long the power stays off
     deadline_s: float = 1.0  # relay answers; operator: 60 s per action
     source: str = ""
+
+
+class EmulatedPower:
+    """The emulated card's supply: a cut takes effect at the card's next NVM write (the
+    command in flight is torn there) and the card is unpowered until restored."""
+
+    mid_command = True
+
+    def __init__(self, card: EmulatedCard, on_change: Callable[[bool], None] | None = None) -> None:
+        self.card = card
+        self.on_change = on_change
+
+    def describe(self) -> str:
+        return "the emulated card's supply"
+
+    def set(self, on: bool) -> None:
+        def gone(point: str, phase: str) -> None:
+            raise CardPowerLost(point, phase)
+
+        self.card.write_hook = None if on else gone
+        if self.on_change is not None:
+            self.on_change(on)
+
+    def cut(self) -> None:
+        self.set(False)
+
+    def restore(self) -> None:
+        self.set(True)
+
+    def close(self) -> None:
+        self.card.write_hook = None
 
 
 class TimedCut:
