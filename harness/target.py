@@ -61,7 +61,21 @@ class Target:
         """Bring the card to the state a scenario starts from (``pins``: those it uses)."""
 
     def reinsert(self) -> None:
-        raise TargetError(f"{self.name}: card removal needs an operator (not unattended yet)")
+        """The card out of the reader and back: an operator told to do it (profile
+        ``power_switch: {kind: operator}``); without one it cannot happen here."""
+        spec = self.profile.power_switch if self.profile is not None else None
+        if spec is None or spec.kind != "operator":
+            raise TargetError(
+                f"{self.name}: taking the card out needs an operator; give the reader "
+                "power_switch: {kind: operator} in readers/ and run attended"
+            )
+        switch = self.power_switch()
+        try:
+            switch.cut()
+            switch.restore()
+        finally:
+            switch.close()
+        self.recover()
 
     def verified(self, pin_id: str) -> bool:
         raise TargetError(f"{self.name}: the verified state of a real card is not observable")

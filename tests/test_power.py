@@ -166,3 +166,28 @@ def test_reader_profiles_name_their_power_switch(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="kind") as exc:
         load_profile(typo)
     assert "typo.yaml:4" in str(exc.value)
+
+
+def test_reinsert_on_a_real_reader_asks_its_operator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.lab import power
+    from harness.target import Target, TargetError
+
+    monkeypatch.setattr(power.os, "isatty", lambda fd: False)  # unattended, even under -s
+
+    class Bench(Target):
+        name = "Reader X"
+        emulated = False
+
+    bench = Bench()
+    with pytest.raises(TargetError, match="needs an operator; give the reader"):
+        bench.reinsert()  # no profile: nobody to pull the card
+    path = tmp_path / "x.yaml"
+    path.write_text(
+        "name: x\nmatch: '^Reader X$'\ninterface: contact\n"
+        "power_switch: {kind: operator, deadline_s: 30}\n"
+    )
+    bench.profile = load_profile(path)
+    with pytest.raises(PowerSwitchError, match=r"needs an operator.*unattended"):
+        bench.reinsert()  # an operator profile, but this run has no terminal: refused at once
