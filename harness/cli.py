@@ -238,6 +238,38 @@ def cmd_readers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_relay(args: argparse.Namespace) -> int:
+    """Talk to a power relay by hand (checking a lab's wiring), or run the simulated one."""
+    from harness.lab.power import SerialRelay
+
+    if args.url == "simulate":
+        import time
+
+        from harness.lab.relay_sim import SimulatedRelay
+
+        sim = SimulatedRelay()
+        print(f"simulated relay on {sim.path} (Ctrl-C stops it)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            sim.close()
+    relay = SerialRelay(args.url, args.channel, deadline=args.deadline)
+    try:
+        print(relay.describe())
+        if args.action == "off":
+            relay.cut()
+        elif args.action == "on":
+            relay.restore()
+        if args.action != "ping":
+            print(f"channel {args.channel}: {'on' if relay.state() else 'off'}")
+    finally:
+        relay.close()
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.static import build
 
@@ -308,6 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
     readers = sub.add_parser("readers", help="PC/SC readers, their cards and profiles")
     readers.add_argument("--profiles", default=str(READERS_DIR), help="reader profile folder")
     readers.set_defaults(func=cmd_readers)
+
+    relay = sub.add_parser(
+        "relay", help="switch a power relay by hand (lab wiring check), or simulate one"
+    )
+    relay.add_argument("url", help="pyserial URL of the relay, or 'simulate' to run one on a pty")
+    relay.add_argument("action", nargs="?", default="state", choices=["ping", "state", "on", "off"])
+    relay.add_argument("--channel", type=int, default=1)
+    relay.add_argument("--deadline", type=float, default=1.0, help="seconds per answer")
+    relay.set_defaults(func=cmd_relay)
 
     report = sub.add_parser("report", help="turn reports/ into a static Allure 3 report")
     report.add_argument("--reports", default="reports", help="the reports folder of a run")

@@ -74,3 +74,23 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["smoke", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:3" in err and "Traceback" not in err
+
+
+def test_relay_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.lab.relay_sim import SimulatedRelay
+
+    sim = SimulatedRelay()
+    try:
+        assert main(["relay", sim.path, "off", "--channel", "3"]) == 0
+        out = capsys.readouterr().out
+        assert "pinloop simulated relay" in out and "channel 3: off" in out
+        assert sim.powered[3] is False
+        assert main(["relay", sim.path, "on", "--channel", "3"]) == 0
+        assert "channel 3: on" in capsys.readouterr().out
+        sim.mute = True
+        assert main(["relay", sim.path, "--deadline", "0.2"]) == 2
+        assert "no answer to 'PING' within 0.2 s" in capsys.readouterr().err
+    finally:
+        sim.close()
+    assert main(["relay", "/dev/no-such-relay"]) == 2
+    assert "cannot open" in capsys.readouterr().err
