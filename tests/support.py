@@ -1,6 +1,12 @@
-"""A tiny host for tests: send APDUs to an emulated card by PIN id and application id."""
+"""Helpers for the harness's tests: a tiny host that sends APDUs to an emulated card by PIN id
+and application id, a pty port, and a pytest run in a subprocess."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from harness.apdu import commands as C
 from harness.apdu import sw as SW
@@ -98,3 +104,30 @@ class FdPort:
         if self.is_open:
             os.close(self.fd)
             self.is_open = False
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_pytest(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """pytest in a subprocess from the project root (the plugin as a user gets it)."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--rootdir",
+            str(ROOT),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )

@@ -8,9 +8,7 @@ environment; literal PINs, fresh PINs and re-initialisation are refused.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from harness.runner import Runner, UnsafeStep
 from harness.scenario import load_scenarios
 from harness.target import InProcessTarget, env_name
 from tests.pcsc_lab import EmulatorProcess
+from tests.support import run_pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / "scenarios"
@@ -73,25 +72,7 @@ def test_emulator_mechanisms_are_refused(real: PretendRealCard, name: str, words
 
 
 def _pytest(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "-rs",
-            "--rootdir",
-            str(ROOT),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env={**os.environ, **env},
-    )
+    return run_pytest("-rs", *args, env=env, timeout=300)
 
 
 def test_a_virtual_reader_addressed_as_a_real_one(

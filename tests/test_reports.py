@@ -7,12 +7,12 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from harness.report.allure_report import CATEGORIES
+from tests.support import run_pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CARD = """name: report-card
@@ -49,31 +49,17 @@ SECRETS = [
 def _pytest(reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
     card = reports.parent / "card.yaml"
     card.write_text(CARD)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(ROOT / "scenarios"),
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--rootdir",
-            str(ROOT),
-            "--pinloop-card",
-            str(card),
-            "--alluredir",
-            str(reports / "allure-results"),
-            "--pinloop-reports",
-            str(reports),
-            "--junitxml",
-            str(reports / "junit.xml"),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
+    return run_pytest(
+        str(ROOT / "scenarios"),
+        "--pinloop-card",
+        str(card),
+        "--alluredir",
+        str(reports / "allure-results"),
+        "--pinloop-reports",
+        str(reports),
+        "--junitxml",
+        str(reports / "junit.xml"),
+        *args,
     )
 
 

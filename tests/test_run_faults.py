@@ -5,17 +5,14 @@ the APDU in flight is never sent again."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.pcsc_lab import require_pcsc
+from tests.support import ROOT, run_pytest
 
-ROOT = Path(__file__).resolve().parent.parent
 HIT = "lock-at-exactly-n[jpki-auth]"
 
 
@@ -27,37 +24,23 @@ def test_a_fault_stops_its_scenario_and_the_run_goes_on(tmp_path: Path, fault: s
     log = tmp_path / "card.json"
     results = tmp_path / "allure"
     t = time.monotonic()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(ROOT / "scenarios" / "lock-at-exactly-n.pin.yaml"),
-            str(ROOT / "scenarios" / "correct-restores-max.pin.yaml"),
-            "-p",
-            "tests.fault_injection",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--rootdir",
-            str(ROOT),
-            "--pinloop-target",
-            "pcscd",
-            "--alluredir",
-            str(results),
-            "--pinloop-reports",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
+    proc = run_pytest(
+        str(ROOT / "scenarios" / "lock-at-exactly-n.pin.yaml"),
+        str(ROOT / "scenarios" / "correct-restores-max.pin.yaml"),
+        "-p",
+        "tests.fault_injection",
+        "--pinloop-target",
+        "pcscd",
+        "--alluredir",
+        str(results),
+        "--pinloop-reports",
+        str(tmp_path),
         env={
-            **os.environ,
             # the 5th APDU of the item is its first wrong VERIFY (a state-changing command)
             "PINLOOP_INJECT": f"{fault}:{HIT}:5",
             "PINLOOP_INJECT_LOG": str(log),
         },
+        timeout=300,
     )
     took = time.monotonic() - t
     out = proc.stdout

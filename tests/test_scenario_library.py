@@ -4,8 +4,6 @@ defect profile makes it fail, naming the rule that broke."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from harness.emulator.defects import PROFILES
 from harness.scenario import load_scenarios
 from tests.pcsc_lab import require_pcsc
+from tests.support import run_pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = ROOT / "scenarios"
@@ -31,24 +30,7 @@ CAUGHT_BY = {
 
 
 def run_library(*args: str) -> tuple[int, str]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(LIBRARY),
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--rootdir",
-            str(ROOT),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
+    proc = run_pytest(str(LIBRARY), *args)
     return proc.returncode, proc.stdout + proc.stderr
 
 

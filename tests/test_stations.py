@@ -5,38 +5,22 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.pcsc_lab import require_pcsc
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT, run_pytest
 
 
 def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(ROOT / "scenarios" / "lock-at-exactly-n.pin.yaml"),
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--rootdir",
-            str(ROOT),
-            "--pinloop-reports",
-            str(tmp_path),
-            "--junitxml",
-            str(tmp_path / "junit.xml"),
-            "--alluredir",
-            str(tmp_path / "allure"),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
+    return run_pytest(
+        str(ROOT / "scenarios" / "lock-at-exactly-n.pin.yaml"),
+        "--pinloop-reports",
+        str(tmp_path),
+        "--junitxml",
+        str(tmp_path / "junit.xml"),
+        "--alluredir",
+        str(tmp_path / "allure"),
+        *args,
     )
 
 
