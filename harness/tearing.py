@@ -63,8 +63,9 @@ class Tearing:
         """Cut a wrong VERIFY ``delay`` µs after it is sent, by the reader's power switch.
 
         Seen from outside the card: a cut must never refill the counter, and a VERIFY that
-        answered must have counted its try. Which delays counted the try is noted (the curve
-        shows where in the command the card writes its counter).
+        answered must have counted its try. Which delays counted the try is noted, with the
+        switch's confirmation time (with a switch faster than the command, the curve shows
+        where in the command the card writes its counter).
         """
         from harness.errors import TransportError
         from harness.lab.power import TimedCut
@@ -150,6 +151,8 @@ class Tearing:
                 f"power cut at write point {index}", "the card loses power", "it answered"
             )
         except (CardPowerLost, TransportError):
+            if index is None or len(seen) <= index:
+                raise  # not our cut: a real fault of the lab, reported as such
             shown = render_command(cmd, reveal=self.r.reveal)
             self.r.note(f"power cut at {seen[-1][0]}/{seen[-1][1]} (point {index}) during {shown}")
         finally:
