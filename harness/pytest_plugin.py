@@ -164,6 +164,12 @@ class SummaryCollector:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         row = getattr(report, "pinloop_row", None)
         if row is None:
+            if report.failed and ".pin.y" in report.nodeid and "@" in report.nodeid:
+                # an xdist worker died in this item: the controller made the report
+                scenario, _, spec = report.nodeid.split("::", 1)[-1].rpartition("@")
+                worker = getattr(getattr(report, "node", None), "gateway", None)
+                reader = f"{spec} (worker {worker.id} crashed)" if worker else spec
+                self.config.stash[_SUMMARY].add(Row(reader, scenario, "", "error"))
             return
         self.config.stash[_SUMMARY].add(Row(**row))
         reader = report.pinloop_reader

@@ -13,8 +13,9 @@ The controller hands each worker its station in ``pytest_configure_node``:
 - N targets (``reader:…``, ``inprocess``, …): worker *k* gets the *k*-th. Their number must be
   the number of workers.
 
-A worker that dies takes only its own station with it; the controller's report shows the
-scenario it was running as an error and the other stations go on.
+A worker that crashes takes only the scenario it was running with it (an error in the
+report); the other stations go on, and the worker xdist starts in its place takes over its
+reader and the rest of its scenarios.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Stations:
         self.specs: list[str] = list(config.getoption("--pinloop-target"))
         self.workers = int(config.getoption("numprocesses"))
         self.lab: Any = None
+        self.held: dict[str, int] = {}  # worker id -> station index
         if config.getoption("dist") != "each":
             raise pytest.UsageError(
                 "pinloop runs one worker per reader: use --dist each with -n "
@@ -80,7 +82,10 @@ class Stations:
 
     @pytest.hookimpl
     def pytest_configure_node(self, node: Any) -> None:
-        index = int(str(node.gateway.id).removeprefix("gw"))
+        # the lowest station no live worker holds: a worker that replaces a crashed one
+        # (xdist names it gw4, gw5, …) takes over the crashed one's reader
+        index = min(set(range(self.workers)) - set(self.held.values()))
+        self.held[str(node.gateway.id)] = index
         if self.specs == ["pcscd"]:
             lab = self._shared_lab()
             slot = lab.slots[index]
@@ -92,6 +97,10 @@ class Stations:
         else:
             station = {"spec": self.specs[index]}
         node.workerinput["pinloop_station"] = station
+
+    @pytest.hookimpl
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        self.held.pop(str(node.gateway.id), None)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if self.lab is not None:

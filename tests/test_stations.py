@@ -72,3 +72,31 @@ def test_four_emulated_readers_in_parallel(tmp_path: Path) -> None:
     results = [json.loads(p.read_text()) for p in (tmp_path / "allure").glob("*-result.json")]
     assert len(results) == 40
     assert len({r["historyId"] for r in results}) == 40
+
+
+def test_a_crashed_worker_is_replaced_on_its_own_reader(tmp_path: Path) -> None:
+    """Worker gw0 dies in its first scenario; xdist starts another worker, which must get the
+    dead one's reader (slot 0), not a slot that does not exist or one in use."""
+    require_pcsc()
+    flag = tmp_path / "crashed"
+    proc = run_pytest(
+        str(ROOT / "scenarios" / "lock-at-exactly-n.pin.yaml"),
+        "-n",
+        "2",
+        "--dist",
+        "each",
+        "--pinloop-target",
+        "pcscd",
+        "-p",
+        "tests.crash_worker",
+        "--pinloop-reports",
+        str(tmp_path),
+        env={"PINLOOP_CRASH_FLAG": str(flag)},
+    )
+    assert flag.exists()
+    assert "1 failed, 19 passed" in proc.stdout, proc.stdout[-3000:]
+    assert "worker 'gw0' crashed" in proc.stdout
+    readers = json.loads((tmp_path / "summary.json").read_text())["readers"]
+    assert readers["Virtual PCD 00 00"]["outcomes"]["passed"] == 9  # the replacement's
+    assert readers["Virtual PCD 00 01"]["outcomes"]["passed"] == 10
+    assert readers["pcscd:0 (worker gw0 crashed)"]["outcomes"]["error"] == 1
