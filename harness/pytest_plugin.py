@@ -219,8 +219,16 @@ class TargetPool:
         self.broken: dict[str, str] = {}
         self.faulted: dict[str, str] = {}  # faulted mid-scenario; one fresh set-up allowed
 
+    @property
+    def station(self) -> dict[str, Any] | None:
+        """The station an xdist controller handed this worker (None outside xdist)."""
+        station: dict[str, Any] | None = getattr(self.config, "workerinput", {}).get(
+            "pinloop_station"
+        )
+        return station
+
     def specs(self) -> list[str]:
-        station = getattr(self.config, "workerinput", {}).get("pinloop_station")
+        station = self.station
         if station is not None:  # an xdist worker: the controller handed it one reader
             return [station["spec"]]
         return list(self.config.getoption("--pinloop-target") or ["inprocess"])
@@ -232,7 +240,7 @@ class TargetPool:
             try:
                 card = load_card_config(self.config.getoption("--pinloop-card"))
                 defect = self.config.getoption("--pinloop-defect")
-                station = getattr(self.config, "workerinput", {}).get("pinloop_station")
+                station = self.station
                 if station is not None and station.get("slot"):
                     from harness.stations import slot_target
 

@@ -15,7 +15,6 @@ from typing import Any
 
 from harness.config import load_validated
 from harness.errors import ConfigError, HarnessError
-from harness.lab.power import SwitchSpec
 
 READERS_DIR = Path(__file__).resolve().parent.parent / "readers"
 
@@ -75,6 +74,19 @@ SCHEMA: dict[str, Any] = {
 
 class UnknownReader(HarnessError):
     """A reader that no profile (or more than one) matches."""
+
+
+@dataclass(frozen=True)
+class SwitchSpec:
+    """``power_switch:`` of a reader profile: which switch (``harness/lab/power.py``) cuts
+    this reader's card power, and how."""
+
+    kind: str  # pcsc-unpower | operator | relay
+    url: str = ""
+    channel: int = 1
+    off_ms: float = 500.0  # how long the power stays off
+    deadline_s: float = 1.0  # relay answers; operator: 60 s per action
+    source: str = ""
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,10 @@ from harness.apdu import commands as C
 from harness.apdu import render_command
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU
+from harness.emulator import COMPARE_EVENT
 from harness.emulator.layout import PINS_BY_ID
-from harness.errors import HarnessError
+from harness.errors import CardPowerLost, HarnessError, TransportError
+from harness.lab.power import TimedCut
 from harness.runner import UnsafeStep  # runner imports this module lazily: no cycle
 from harness.scenario import model as M
 
@@ -67,9 +69,6 @@ class Tearing:
         switch's confirmation time (with a switch faster than the command, the curve shows
         where in the command the card writes its counter).
         """
-        from harness.errors import TransportError
-        from harness.lab.power import TimedCut
-
         switch = self.r.target.power_switch()
         try:
             if not switch.mid_command:
@@ -131,8 +130,6 @@ class Tearing:
     ) -> None:
         """Send ``cmd``, noting each write point it passes in ``seen``. With ``index`` the
         power goes at that write point; without, the command must complete (9000 if ``ok``)."""
-        from harness.errors import CardPowerLost, TransportError
-
         card = self.r.target.card  # type: ignore[attr-defined]
 
         def hook(point: str, phase: str) -> None:
@@ -161,8 +158,6 @@ class Tearing:
         self.r.app = self.r.ef = None
 
     def _tear_verify(self, pin: str, index: int | None, seen: list[tuple[str, str]]) -> None:
-        from harness.emulator import COMPARE_EVENT
-
         wrong, right = self.r.value(pin, "wrong"), self.r.value(pin, "right")
         before = self.r.tries(pin)
         self.r.select_pin(pin)

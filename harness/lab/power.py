@@ -36,13 +36,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import serial
 
-from harness.emulator import EmulatedCard
 from harness.errors import CardPowerLost, HarnessError, TransportError
+
+if TYPE_CHECKING:
+    from harness.emulator import EmulatedCard
 
 
 class PowerSwitchError(HarnessError):
@@ -66,18 +67,6 @@ class PowerSwitch(Protocol):
         """Give power back (the target then reaches the card again)."""
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class SwitchSpec:
-    """``power_switch:`` of a reader profile."""
-
-    kind: str  # pcsc-unpower | operator | relay
-    url: str = ""
-    channel: int = 1
-    off_ms: float = 500.0  # how long the power stays off
-    deadline_s: float = 1.0  # relay answers; operator: 60 s per action
-    source: str = ""
 
 
 class EmulatedPower:

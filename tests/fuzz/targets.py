@@ -257,7 +257,7 @@ TOKENS = [
     "...",
     "0x10",
 ]
-_TMP = Path(tempfile.mkdtemp(prefix="pinloop-fuzz-"))
+_SCRATCH: list[Path] = []  # made on first use: the card and response targets need none
 
 
 def mutate(fdp: Provider) -> str:
@@ -290,7 +290,9 @@ def mutate(fdp: Provider) -> str:
 
 def scenario_text(fdp: Provider) -> int:
     text = mutate(fdp)
-    path = _TMP / "fuzzed.pin.yaml"
+    if not _SCRATCH:
+        _SCRATCH.append(Path(tempfile.mkdtemp(prefix="pinloop-fuzz-")))
+    path = _SCRATCH[0] / "fuzzed.pin.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogateescape")
     try:
         load_scenarios(path)
