@@ -30,6 +30,7 @@ import pytest
 from harness.checks import ExpectationFailed
 from harness.emulator.config import DEFAULT_CONFIG_PATH, load_card_config
 from harness.errors import CardStateError, ConfigError, HarnessError, TransportError
+from harness.guard import Refused
 from harness.lab.pcscd import LabError
 from harness.report.allure_report import (
     attach_log,
@@ -366,6 +367,9 @@ class ScenarioItem(pytest.Item):
         runner.step_context = step_context(lambda: runner.trace)
         try:
             runner.run()
+        except Refused as exc:
+            # what the real-card guard would not send: neither a defect nor a lab fault
+            pytest.skip(f"refused on {self.target.name}: {exc}")
         except (TransportError, LabError, CardStateError) as exc:
             # the path to the card failed mid-scenario: its state is unknown, so this target
             # stops here (its other items error at once); other targets go on

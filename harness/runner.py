@@ -1,8 +1,11 @@
 """Run a scenario's steps on a target, checking every expectation.
 
-Safety on real cards: before any VERIFY that may be wrong, the runner reads the counter with
-the status query (free on this card: card.md §3.2; said so in the trace) and refuses a step
-that could block the PIN unless destructive runs were enabled for that reader.
+Safety on real cards is not the runner's job: every APDU it sends to a card that is not the
+emulator passes the target's guard (:mod:`harness.guard`), which refuses what could block,
+change or leave a PIN short. The runner tells the target what the scenario declares
+(:func:`harness.scenario.spend.declared_spend`) when it begins, and lets it restore the card
+when the scenario ends. What only the emulator has (literal and fresh PINs, the test
+re-initialisation) is refused on a real card here.
 """
 
 from __future__ import annotations
@@ -22,24 +25,59 @@ from harness.apdu import render_command
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.checks import ExpectationFailed, describe_sw, sw_matches, tries_expected
-from harness.emulator.layout import APPS_BY_ID, PINS, PINS_BY_ID
-from harness.errors import ConfigError, HarnessError
+from harness.emulator.layout import APPS_BY_ID, PINS, PINS_BY_ID, PinSpec
+from harness.errors import ConfigError, HarnessError, TransportError
+from harness.guard import Refused
 from harness.scenario import model as M
-from harness.scenario.schema import WRONG_VALUES
+from harness.scenario.schema import PIN_IDS
+from harness.scenario.spend import declared_spend
+from harness.secret import Secret
 from harness.target import Target
 from harness.timing import ApduTime
 
 _INS = [f"{i:02X}" for i in range(256)]
 
 
-class UnsafeStep(HarnessError):
-    """A step that could block a real card's PIN, refused without an explicit opt-in."""
+class UnsafeStep(Refused):
+    """A step that only the emulated card can take (refused on a real card: a skip)."""
 
 
 def _other_char(c: int, letters: bool) -> int:
     if letters:
         return ord("B") if c != ord("B") else ord("C")
     return ord("0") if c != ord("0") else ord("1")
+
+
+def _variant(right: bytes, v: str, spec: PinSpec, pin: str) -> Secret:
+    """A value derived from the PIN ``right``: not the PIN (wrong, lower, short ...)."""
+    letters = spec.format.name == "A-Z 0-9"
+    if v in ("wrong", "wrong-first"):
+        return Secret(bytes((_other_char(right[0], letters),)) + right[1:])
+    if v == "wrong-last":
+        return Secret(right[:-1] + bytes((_other_char(right[-1], letters),)))
+    if v == "lower":
+        if right.lower() == right:
+            raise HarnessError(f"{pin} has no letters: its lower case is the right PIN")
+        return Secret(right.lower())
+    if v == "short":
+        return Secret(right[: spec.format.min_len - 1])
+    if v == "long":
+        return Secret((right * 3)[: spec.format.max_len + 1])
+    if v == "bad-charset":
+        return Secret((b"a" if letters else b"A") * len(right))
+    raise ValueError(f"unknown value {v!r}")
+
+
+def _fresh(right: Secret, letters: bool) -> Secret:
+    """A random valid PIN that is not ``right`` (emulated cards only)."""
+    while True:
+        fresh = Secret(
+            b"PL%06d" % secrets.randbelow(10**6)
+            if letters
+            else b"%0*d" % (len(right), secrets.randbelow(10 ** len(right)))
+        )
+        if fresh != right:
+            return fresh
 
 
 class Runner:
@@ -55,8 +93,8 @@ class Runner:
         self.scenario = scenario
         self.destructive_ok = destructive_ok
         self.reveal = reveal
-        self.values: dict[str, bytes] = {}  # PIN values after change / reinit
-        self.new: dict[str, bytes] = {}
+        self.values: dict[str, Secret] = {}  # PIN values after change / reinit
+        self.new: dict[str, Secret] = {}
         self.app: str | None = None
         self.ef: int | None = None
         self.trace: list[str] = []
@@ -120,30 +158,14 @@ class Runner:
             raise self.fail(f"status query of {pin}", "63Cx", SW.describe(resp.sw))
         return left
 
-    def value(self, pin: str, v: M.Value) -> bytes:
+    def value(self, pin: str, v: M.Value) -> Secret:
+        """The bytes ``v`` stands for, as a :class:`Secret` (wrong variants of a PIN give away
+        most of it, so they are secrets too)."""
         spec = PINS_BY_ID[pin]
         if isinstance(v, M.Literal):
             if not self.target.emulated:
                 raise UnsafeStep("literal PIN values are for emulated cards only")
-            return v.value.encode()
-        right = self.values.get(pin) or self.target.secret(pin)
-        letters = spec.format.name == "A-Z 0-9"
-        if v == "right":
-            return right
-        if v in ("wrong", "wrong-first"):
-            return bytes((_other_char(right[0], letters),)) + right[1:]
-        if v == "wrong-last":
-            return right[:-1] + bytes((_other_char(right[-1], letters),))
-        if v == "lower":
-            if right.lower() == right:
-                raise HarnessError(f"{pin} has no letters: its lower case is the right PIN")
-            return right.lower()
-        if v == "short":
-            return right[: spec.format.min_len - 1]
-        if v == "long":
-            return (right * 3)[: spec.format.max_len + 1]
-        if v == "bad-charset":
-            return (b"a" if letters else b"A") * len(right)
+            return Secret(v.value.encode())
         if v == "new":
             if pin not in self.new:
                 assert self.step is not None
@@ -153,18 +175,14 @@ class Runner:
                     snippet=self.step.snippet,
                 )
             return self.new[pin]
+        right = self.values.get(pin) or self.target.secret(pin)
+        if v == "right":
+            return right
         if v == "fresh":
             if not self.target.emulated:
                 raise UnsafeStep("a fresh PIN on a real card would be unknown to the lab")
-            while True:
-                fresh = (
-                    b"PL%06d" % secrets.randbelow(10**6)
-                    if letters
-                    else b"%0*d" % (len(right), secrets.randbelow(10 ** len(right)))
-                )
-                if fresh != right:
-                    return fresh
-        raise ValueError(f"unknown value {v!r}")
+            return _fresh(right, spec.format.name == "A-Z 0-9")
+        return _variant(right.reveal(), v, spec, pin)
 
     # -- expectations -------------------------------------------------------------------------
     def check(
@@ -221,26 +239,27 @@ class Runner:
             return self.tries(pin, sfi=sfi)
         return None
 
-    def _guard(self, pin: str, values: tuple[M.Value, ...], sfi: bool) -> None:
-        """Real cards: refuse a VERIFY that could block the PIN, unless opted in."""
-        if self.target.emulated or self.destructive_ok:
-            return
-        if not any(v in WRONG_VALUES or isinstance(v, M.Literal) for v in values):
-            return
-        left = self.tries(pin, sfi=sfi)
-        self.note(
-            f"status query before a possibly wrong VERIFY: {left} tries left "
-            "(the query is free on this card, card.md §3.2)"
-        )
-        if left <= 1:
-            raise UnsafeStep(
-                f"refused: a wrong VERIFY could block {pin} on {self.target.name}; "
-                f"enable with --pinloop-destructive-reader '{self.target.name}'"
-            )
-
     # -- steps --------------------------------------------------------------------------------
     def run(self) -> None:
-        self.target.begin(self.scenario.pins)
+        """Begin (the target brings the card to the scenario's start), the steps, then the
+        end (a real card's counters and values put back), unless the connection failed."""
+        spend = declared_spend(self.scenario, {p: self.target.max_tries(p) for p in PIN_IDS})
+        self.target.begin(
+            self.scenario.pins, spend=spend, destructive_ok=self.destructive_ok, log=self.note
+        )
+        try:
+            self._steps()
+        except TransportError:
+            raise  # the card's state is unknown: the next scenario sets the target up afresh
+        except BaseException:
+            try:
+                self.target.end()
+            except Exception as exc:  # the scenario's own failure is the one reported
+                self.note(f"after the failure, putting the card back failed too: {exc}")
+            raise
+        self.target.end()
+
+    def _steps(self) -> None:
         if any(isinstance(s, M.OthersUnchanged) for s in self.scenario.steps):
             self.start_counters = {p.id: self.tries(p.id) for p in PINS}
         for index, step in enumerate(self.scenario.steps, 1):
@@ -270,7 +289,6 @@ class Runner:
     def do_verify(self, s: M.Verify) -> None:
         spec = PINS_BY_ID[s.pin]
         for i in range(s.repeat):
-            self._guard(s.pin, s.values, s.sfi)
             if not s.sfi:
                 self.select_pin(s.pin)
             elif self.app != spec.app:
@@ -419,7 +437,7 @@ class Runner:
         transport = self.target.transport
         t = time.perf_counter_ns()
         resp = transport.transmit(cmd)
-        total = time.perf_counter_ns() - t
+        total = time.perf_counter_ns() - t - getattr(transport, "last_extra_ns", 0)
         wire = transport.last_wire_ns / 1e3
         self.latencies.append(
             ApduTime(_INS[cmd.ins], cmd.ins == 0x20 and not cmd.data, wire, total / 1e3)

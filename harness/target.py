@@ -5,10 +5,12 @@
   emulator are started here; the emulator is checked to be ours).
 - ``reader:NAME``: a real card in a real reader (exactly one reader must match NAME; its
   profile comes from ``readers/``). Its PINs come from the environment
-  (``PINLOOP_PIN_JPKI_AUTH`` …), never from a scenario.
+  (``PINLOOP_PIN_JPKI_AUTH`` …), never from a scenario. Every APDU to it passes the
+  real-card guard (:mod:`harness.guard`).
 
 A target gives each scenario a card in a known state: emulated targets restore a freshly
-personalised card before every scenario; a real card is only power-cycled.
+personalised card before every scenario; on a real card the guard puts every PIN the scenario
+uses back to its maximum with the lab's PIN, and puts back what the scenario spent at its end.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +27,7 @@ from harness.emulator import DefectProfile, EmulatedCard, MemoryStore, parse_pro
 from harness.emulator.config import CardConfig
 from harness.emulator.layout import PINS_BY_ID
 from harness.errors import HarnessError, TransportError
+from harness.guard import RealCardGuard
 from harness.lab.power import (
     EmulatedPower,
     OperatorSwitch,
@@ -32,6 +36,7 @@ from harness.lab.power import (
     SerialRelay,
 )
 from harness.readerprofile import ReaderProfile, load_profiles, select_profile
+from harness.secret import Secret
 from harness.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -51,14 +56,25 @@ class Target:
     transport: Transport
     profile: ReaderProfile | None = None
 
-    def secret(self, pin_id: str) -> bytes:
+    def secret(self, pin_id: str) -> Secret:
         raise NotImplementedError
 
     def max_tries(self, pin_id: str) -> int:
         return PINS_BY_ID[pin_id].default_max_tries
 
-    def begin(self, pins: frozenset[str] = frozenset()) -> None:
-        """Bring the card to the state a scenario starts from (``pins``: those it uses)."""
+    def begin(
+        self,
+        pins: frozenset[str] = frozenset(),
+        *,
+        spend: Mapping[str, int] | None = None,
+        destructive_ok: bool = True,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        """Bring the card to the state a scenario starts from (``pins``: those it uses;
+        ``spend``: the tries it declares per PIN; ``log``: where notes go)."""
+
+    def end(self) -> None:
+        """After a scenario whose connection did not fail: put back what it spent."""
 
     def reinsert(self) -> None:
         """The card out of the reader and back: an operator told to do it (profile
@@ -109,9 +125,9 @@ class _Emulated(Target):
         self.config = config
         self.template = personalise(config)
         self.card = EmulatedCard(MemoryStore(self.template.copy()), defects=defects)
-        self._secrets = {k: v.encode() for k, v in config.secrets().items()}
+        self._secrets = {k: Secret(v.encode()) for k, v in config.secrets().items()}
 
-    def secret(self, pin_id: str) -> bytes:
+    def secret(self, pin_id: str) -> Secret:
         return self._secrets[pin_id]
 
     def max_tries(self, pin_id: str) -> int:
@@ -124,7 +140,14 @@ class _Emulated(Target):
     def verified(self, pin_id: str) -> bool:
         return pin_id in self.card.verified
 
-    def begin(self, pins: frozenset[str] = frozenset()) -> None:
+    def begin(
+        self,
+        pins: frozenset[str] = frozenset(),
+        *,
+        spend: Mapping[str, int] | None = None,
+        destructive_ok: bool = True,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.card.store = MemoryStore(self.template.copy())
         self.transport.power_cycle()
 
@@ -235,7 +258,64 @@ def env_name(pin_id: str) -> str:
     return "PINLOOP_PIN_" + re.sub(r"[^A-Z0-9]", "_", pin_id.upper())
 
 
-class RealReaderTarget(Target):
+class GuardedCard:
+    """The real-card part of a target: its guard, its PINs from the environment, and how a
+    scenario begins and ends on it. Mixed into a :class:`Target` whose transport it wraps."""
+
+    name: str
+    guard: RealCardGuard
+
+    def _guard(self, transport: Transport) -> RealCardGuard:
+        from harness.cards.jpki import FACTS
+
+        self.guard = RealCardGuard(transport, FACTS, self.secret)
+        return self.guard
+
+    def secret(self, pin_id: str) -> Secret:
+        return env_secret(pin_id, self.name)
+
+    def begin(
+        self,
+        pins: frozenset[str] = frozenset(),
+        *,
+        spend: Mapping[str, int] | None = None,
+        destructive_ok: bool = False,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        """Every PIN the scenario uses back to its maximum with the lab's PIN (checked), the
+        status query checked to be free, then a power cycle: see :meth:`RealCardGuard.begin`.
+        A blocked PIN cannot be restored from here: that is a lab fault, not a test result."""
+        self.guard.log = log or (lambda text: None)
+        self.guard.begin(pins, spend or {}, destructive_ok=destructive_ok)
+
+    def end(self) -> None:
+        self.guard.end()
+
+
+def env_secret(pin_id: str, reader: str) -> Secret:
+    """The lab's PIN for ``pin_id`` from the environment, checked against its format (a
+    mistyped PIN would spend a try), never shown."""
+    name = env_name(pin_id)
+    value = os.environ.get(name)
+    if not value:
+        raise TargetError(f"missing PIN for {pin_id} on {reader}: set {name}")
+    try:
+        raw = value.encode("ascii")
+    except UnicodeEncodeError:
+        raise TargetError(f"{name} is not ASCII: not a PIN of {pin_id}") from None
+    finally:
+        del value
+    secret, spec = Secret(raw), PINS_BY_ID[pin_id]
+    ok = spec.format.accepts(raw)
+    del raw
+    if not ok:
+        raise TargetError(
+            f"{name} is not a PIN of {pin_id} ({spec.format.describe()}): not sent to the card"
+        )
+    return secret
+
+
+class RealReaderTarget(GuardedCard, Target):
     emulated = False
 
     def __init__(self, pattern: str, readers_dir: Path | None = None) -> None:
@@ -251,7 +331,7 @@ class RealReaderTarget(Target):
         self.profile = select_profile(
             self.name, load_profiles(readers_dir) if readers_dir else load_profiles()
         )
-        self.transport = PcscTransport(self.name)
+        self.transport = self._guard(PcscTransport(self.name))
 
     def recover(self) -> None:
         """After a cut the card may have left the reader: wait for it, then connect anew."""
@@ -260,44 +340,7 @@ class RealReaderTarget(Target):
         with contextlib.suppress(TransportError):
             self.transport.close()
         wait_for_card(self.name, 10.0)
-        self.transport = PcscTransport(self.name)
-
-    def secret(self, pin_id: str) -> bytes:
-        value = os.environ.get(env_name(pin_id))
-        if not value:
-            raise TargetError(f"missing PIN for {pin_id} on {self.name}: set {env_name(pin_id)}")
-        return value.encode()
-
-    def begin(self, pins: frozenset[str] = frozenset()) -> None:
-        """Power-cycle, then one right VERIFY per PIN the scenario uses: counters at maximum.
-
-        A blocked PIN cannot be restored from here: that is a lab fault, not a test result.
-        """
-        from harness.apdu import commands as C
-        from harness.emulator.layout import APPS_BY_ID
-
-        self.transport.power_cycle()
-        for pin in sorted(pins):
-            spec = PINS_BY_ID[pin]
-            self.transport.transmit(C.select_df(APPS_BY_ID[spec.app].aid))
-            self.transport.transmit(C.select_ef(spec.fid))
-            status = self.transport.transmit(C.pin_status())
-            if status.sw == 0x63C0:
-                raise TargetError(
-                    f"{pin} is blocked on {self.name}; re-initialise it (municipal "
-                    "window or kiosk) before running scenarios on this card"
-                )
-            if status.sw == 0x63C1:  # a mistyped PIN in the environment would block it
-                raise TargetError(
-                    f"{pin} has 1 try left on {self.name}; restore it by hand with the right "
-                    "PIN before running scenarios"
-                )
-            if not self.transport.transmit(C.verify(self.secret(pin))).ok:
-                raise TargetError(
-                    f"the PIN given for {pin} ({env_name(pin)}) is not accepted "
-                    f"by the card in {self.name}"
-                )
-        self.transport.power_cycle()
+        self.guard.attach(PcscTransport(self.name))
 
 
 def _profile_for(name: str) -> ReaderProfile | None:

@@ -24,6 +24,7 @@ from harness.errors import CardPowerLost, HarnessError, TransportError
 from harness.lab.power import TimedCut
 from harness.runner import UnsafeStep  # runner imports this module lazily: no cycle
 from harness.scenario import model as M
+from harness.secret import Secret
 
 if TYPE_CHECKING:
     from harness.runner import Runner
@@ -80,7 +81,6 @@ class Tearing:
             wrong, right = self.r.value(s.pin, "wrong"), self.r.value(s.pin, "right")
             curve: list[str] = []
             for delay in s.delays_us:
-                self.r._guard(s.pin, ("wrong",), False)
                 before = self.r.tries(s.pin)
                 self.r.select_pin(s.pin)
                 cut = TimedCut(switch, delay)
@@ -178,7 +178,7 @@ class Tearing:
         if after:
             self.r.tx(C.verify(right))
 
-    def _one_pin_works(self, pin: str, old: bytes, new: bytes, cut: str) -> tuple[bool, int]:
+    def _one_pin_works(self, pin: str, old: Secret, new: Secret, cut: str) -> tuple[bool, int]:
         """After a torn write: which of ``old`` and ``new`` works (exactly one must), and the
         counter read before trying either."""
         left = self.r.tries(pin)

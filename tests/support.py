@@ -13,6 +13,8 @@ from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.emulator import CardConfig, EmulatedCard
 from harness.emulator.layout import APPS_BY_ID, LAYOUT, PINS_BY_ID
+from harness.secret import Secret
+from harness.target import GuardedCard, InProcessTarget
 
 
 class Host:
@@ -131,3 +133,17 @@ def run_pytest(
         cwd=ROOT,
         env={**os.environ, **(env or {})},
     )
+
+
+class PretendRealCard(GuardedCard, InProcessTarget):
+    """The emulated card in the process, treated as a real one: every APDU passes the
+    real-card guard, and its PINs come from the card config instead of the environment."""
+
+    emulated = False
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        InProcessTarget.__init__(self, *args, **kwargs)  # type: ignore[arg-type]
+        self.transport = self._guard(self.transport)
+
+    def secret(self, pin_id: str) -> Secret:
+        return InProcessTarget.secret(self, pin_id)

@@ -38,6 +38,25 @@ def test_no_decrement(fresh_state: CardState, card_config: CardConfig) -> None:
     assert host.tries() == 3  # never blocks
 
 
+def test_no_restore(fresh_state: CardState, card_config: CardConfig) -> None:
+    host = _host(fresh_state, card_config, "no-restore")
+    host.select_pin("jpki-auth")
+    assert host.verify("jpki-auth", b"0000") == SW.retries(2)
+    assert host.verify("jpki-auth") == SW.OK  # accepted, and verified
+    assert "jpki-auth" in host.card.verified
+    assert host.tries() == 2  # the defect: the counter stays where it was
+
+
+def test_double_decrement(fresh_state: CardState, card_config: CardConfig) -> None:
+    host = _host(fresh_state, card_config, "double-decrement")
+    host.select_pin("jpki-sign")
+    assert host.verify("jpki-sign", b"WRONG1") == SW.retries(3)
+    assert host.verify("jpki-sign") == SW.OK and host.tries() == 5
+    host.select_pin("jpki-auth")
+    assert host.verify("jpki-auth", b"0000") == SW.retries(1)
+    assert host.verify("jpki-auth", b"0000") == SW.retries(0)
+
+
 def test_ok_when_blocked(fresh_state: CardState, card_config: CardConfig) -> None:
     host = _host(fresh_state, card_config, "ok-when-blocked")
     _block(host, "jpki-auth")

@@ -14,21 +14,16 @@ from pathlib import Path
 import pytest
 
 from harness.emulator import load_card_config, parse_profile
+from harness.guard import Refused
 from harness.lab.pcscd import Pcscd
 from harness.runner import Runner, UnsafeStep
 from harness.scenario import load_scenarios
-from harness.target import InProcessTarget, env_name
+from harness.target import env_name
 from tests.pcsc_lab import EmulatorProcess
-from tests.support import run_pytest
+from tests.support import PretendRealCard, run_pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / "scenarios"
-
-
-class PretendRealCard(InProcessTarget):
-    """The emulated card, treated by the runner as a real one."""
-
-    emulated = False
 
 
 def _scenario(name: str, pin: str = "jpki-auth"):  # type: ignore[no-untyped-def]
@@ -40,12 +35,11 @@ def real() -> PretendRealCard:
     return PretendRealCard(load_card_config(), parse_profile("faithful"))
 
 
-def test_a_step_that_could_block_is_refused(real: PretendRealCard) -> None:
+def test_a_scenario_that_could_block_is_refused_before_it_starts(real: PretendRealCard) -> None:
     runner = Runner(real, _scenario("lock-at-exactly-n.pin.yaml"))
-    with pytest.raises(UnsafeStep, match="could block jpki-auth"):
+    with pytest.raises(Refused, match="may spend 3 tries of jpki-auth, which has 3 .* block"):
         runner.run()
-    assert real.card.pin_state("jpki-auth").remaining == 1  # stopped before the last try
-    assert any("status query before a possibly wrong VERIFY" in t for t in runner.trace)
+    assert real.card.pin_state("jpki-auth").remaining == 3  # not one try spent
 
 
 def test_with_the_opt_in_it_runs(real: PretendRealCard) -> None:

@@ -7,6 +7,14 @@ with no case folding: a lower-case sign password is sent as typed).
 from __future__ import annotations
 
 from harness.apdu.model import CommandAPDU
+from harness.secret import Secret
+
+#: PIN material: plain bytes, or a :class:`~harness.secret.Secret` revealed only here
+PinBytes = bytes | Secret
+
+
+def _b(value: PinBytes) -> bytes:
+    return value.reveal() if isinstance(value, Secret) else value
 
 
 def _ref(sfi: int | None) -> int:
@@ -26,10 +34,10 @@ def select_ef(fid: int) -> CommandAPDU:
     return CommandAPDU(0x00, 0xA4, 0x02, 0x0C, fid.to_bytes(2, "big"))
 
 
-def verify(pin: bytes, *, sfi: int | None = None) -> CommandAPDU:
+def verify(pin: PinBytes, *, sfi: int | None = None) -> CommandAPDU:
     if not pin:
         raise ValueError("an empty PIN would be the status query; use pin_status()")
-    return CommandAPDU(0x00, 0x20, 0x00, _ref(sfi), pin)
+    return CommandAPDU(0x00, 0x20, 0x00, _ref(sfi), _b(pin))
 
 
 def pin_status(*, sfi: int | None = None) -> CommandAPDU:
@@ -37,23 +45,23 @@ def pin_status(*, sfi: int | None = None) -> CommandAPDU:
     return CommandAPDU(0x00, 0x20, 0x00, _ref(sfi))
 
 
-def change_reference_data(new_pin: bytes, *, sfi: int | None = None) -> CommandAPDU:
+def change_reference_data(new_pin: PinBytes, *, sfi: int | None = None) -> CommandAPDU:
     """ISO CHANGE REFERENCE DATA ``00 24 01 80`` (JPKI and 入力補助 PINs)."""
-    return CommandAPDU(0x00, 0x24, 0x01, _ref(sfi), new_pin)
+    return CommandAPDU(0x00, 0x24, 0x01, _ref(sfi), _b(new_pin))
 
 
-def change_key(new_pin: bytes, *, sfi: int | None = None) -> CommandAPDU:
+def change_key(new_pin: PinBytes, *, sfi: int | None = None) -> CommandAPDU:
     """JICSAP CHANGE KEY ``80 32 00 80`` (住基 and 共通 PINs)."""
-    return CommandAPDU(0x80, 0x32, 0x00, _ref(sfi), new_pin)
+    return CommandAPDU(0x80, 0x32, 0x00, _ref(sfi), _b(new_pin))
 
 
 def reset_retry_counter(
-    reset_code: bytes, new_pin: bytes | None = None, *, sfi: int | None = None
+    reset_code: PinBytes, new_pin: PinBytes | None = None, *, sfi: int | None = None
 ) -> CommandAPDU:
     """The emulator's TEST re-initialisation: P1 00 with a new PIN, P1 01 to only unblock."""
     if new_pin is None:
-        return CommandAPDU(0x00, 0x2C, 0x01, _ref(sfi), reset_code)
-    return CommandAPDU(0x00, 0x2C, 0x00, _ref(sfi), reset_code + new_pin)
+        return CommandAPDU(0x00, 0x2C, 0x01, _ref(sfi), _b(reset_code))
+    return CommandAPDU(0x00, 0x2C, 0x00, _ref(sfi), _b(reset_code) + _b(new_pin))
 
 
 def read_binary(

@@ -37,7 +37,7 @@ def to_hex(data: bytes) -> str:
     return data.hex(" ").upper()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class CommandAPDU:
     """A command APDU.
 
@@ -65,6 +65,18 @@ class CommandAPDU:
         if self.le is not None and not 1 <= self.le <= EXTENDED_MAX_LE:
             raise APDUFormatError(f"Le must be 1..65536 bytes, got {self.le}")
         object.__setattr__(self, "_raw", self._encode())
+
+    def __repr__(self) -> str:
+        # PIN material never reaches a traceback (pytest --showlocals) or a log by repr
+        secret = bool(self.data) and (
+            (self.cla & 0x80 == 0 and self.ins in (0x20, 0x24, 0x2C))
+            or (self.cla, self.ins) == (0x80, 0x32)
+        )
+        data = f"<{len(self.data)} bytes, masked>" if secret else self.data.hex().upper()
+        return (
+            f"CommandAPDU({self.cla:02X} {self.ins:02X} {self.p1:02X} {self.p2:02X}"
+            f"{' data=' + data if self.data else ''}{'' if self.le is None else f' le={self.le}'})"
+        )
 
     @property
     def case(self) -> int:

@@ -314,17 +314,20 @@ class EmulatedCard:
                 self._verified.add(spec.id)
                 return _OK
             return _r(SW.REFERENCE_DATA_BLOCKED)
+        before = pin.remaining
+        less = max(0, before - (2 if d.double_decrement else 1))
         if d.decrement_after_compare:
             correct = self._compare(pin.value, cmd.data)
             if not correct and not d.no_decrement:
-                self._write("verify.decrement", spec.id, remaining=pin.remaining - 1)
+                self._write("verify.decrement", spec.id, remaining=less)
         else:
             if not d.no_decrement:
-                self._write("verify.decrement", spec.id, remaining=pin.remaining - 1)
+                self._write("verify.decrement", spec.id, remaining=less)
             correct = self._compare(pin.value, cmd.data)
         if correct:
-            if pin.remaining != pin.max_tries:
-                self._write("verify.restore", spec.id, remaining=pin.max_tries)
+            restored = before if d.no_restore else pin.max_tries
+            if pin.remaining != restored:
+                self._write("verify.restore", spec.id, remaining=restored)
             self._verified.add(spec.id)
             return _OK
         self._verified.discard(spec.id)

@@ -34,6 +34,10 @@ class DefectProfile:
     fixed_delay_ms: float = 0.0
     #: VERIFY compares first and writes the decremented counter afterwards (tearing-prone)
     decrement_after_compare: bool = False
+    #: a correct VERIFY answers 90 00 but leaves the counter where it was before it
+    no_restore: bool = False
+    #: a wrong VERIFY costs two tries (what a reader that delivers each VERIFY twice does)
+    double_decrement: bool = False
     #: CHANGE and RESET RETRY COUNTER write the counter, then the new value in two halves
     #: (three writes instead of one): a cut between them refills the counter of the old PIN
     #: or leaves a half-written PIN that is neither the old nor the new one
@@ -65,6 +69,8 @@ PROFILES: dict[str, DefectProfile] = {
         DefectProfile("fixed-delay", fixed_delay_ms=5.0),
         DefectProfile("decrement-after-compare", decrement_after_compare=True),
         DefectProfile("non-atomic-pin-write", non_atomic_pin_write=True),
+        DefectProfile("no-restore", no_restore=True),
+        DefectProfile("double-decrement", double_decrement=True),
     )
 }
 

@@ -1,0 +1,625 @@
+"""The real-card guard: every APDU to a card that is not the emulator passes through here.
+
+A citizen whose My Number card locks must go to the municipal window, so on a real card
+pinloop spends a try only when it knows, for the PIN object the command addresses, that the
+counter stays above the level the next scenario needs. :class:`RealCardGuard` wraps the
+target's transport (so every step, raw ``apdu:`` steps and the target's own set-up included,
+goes through it) and keeps its own model of the card:
+
+- **What is selected.** SELECT by DF name and by EF id, READ BINARY / READ RECORD with an SFI,
+  power cycles and resets are followed; a PIN command names its PIN object by P2 (``80`` the
+  current EF, ``80|SFI`` an EF of the current DF). A PIN command whose object is unknown is
+  treated as dangerous.
+- **What each command can do.** The card facts (:mod:`harness.cards.jpki`) list the commands
+  that touch no counter. VERIFY with data, CHANGE REFERENCE DATA, CHANGE KEY and RESET RETRY
+  COUNTER may spend a try; any other command is unknown, and unknown is dangerous. Dangerous
+  commands, changes and re-initialisations need the destructive opt-in for the reader.
+- **Each counter.** From status queries and ``63 Cx`` answers. A possibly wrong VERIFY goes
+  out only if the counter after it stays at or above the scenario's floor: ``max(1, level at
+  the start - the tries the scenario declares)`` (:func:`harness.scenario.spend.declared_spend`).
+- **Restores are checked.** A VERIFY with the right value that answers ``90 00`` is confirmed
+  by a status query before the next try on that PIN, and at the end of the scenario. A restore
+  that did not bring the counter back, a status query that changed a counter (read twice to
+  tell), one VERIFY that cost more than one try (a reader that delivers it twice) or a PIN the
+  card accepted earlier and now refuses: the guard stops every further try on that card for
+  the session and raises :class:`GuardDefect` (a device defect, the test fails).
+- **Values.** A scenario starts from the lab's PIN (the environment) with every PIN it uses
+  put back to its maximum; at its end the guard puts back the counters it spent, and a PIN
+  that was changed (destructive opt-in only) is changed back and verified.
+
+What the guard refuses is raised as :class:`Refused`: the pytest plugin reports the item as
+skipped with the reason, neither as a lab fault nor as passed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from harness.apdu import sw as SW
+from harness.apdu.model import CommandAPDU, ResponseAPDU
+from harness.cards.jpki import GuardFacts
+from harness.errors import DeviceDefect, HarnessError, TransportError
+from harness.secret import Secret
+from harness.transport.base import Transport
+
+
+class Refused(Exception):
+    """pinloop will not send this to a real card (reported as a skip, with the reason)."""
+
+
+class GuardDefect(DeviceDefect):
+    """The card broke a rule the guard relies on to keep its PINs safe; tries are stopped."""
+
+
+class GuardSetupError(HarnessError):
+    """The card cannot be brought to a scenario's starting state (a lab fault)."""
+
+
+_QUERY_SW_BLOCKED = SW.REFERENCE_DATA_BLOCKED
+
+
+@dataclass
+class PinWatch:
+    """What the guard knows about one PIN object of the card."""
+
+    pin: str
+    #: the counter as the card last gave it (None: unknown, read before the next try)
+    known: int | None = None
+    #: the counter after a confirmed restore: the card's maximum as observed
+    top: int | None = None
+    #: the lowest level the current scenario may bring the counter to (None: no try at all)
+    floor: int | None = None
+    #: a right VERIFY answered 90 00 and no status query has confirmed the counter since
+    pending: bool = False
+    #: the value the card accepts now, as far as pinloop knows
+    value: Secret | None = None
+    #: the value the lab gave
+    original: Secret | None = None
+    #: the card accepted ``value`` in this session
+    proven: bool = False
+    #: the card refused the lab's value: it is not sent again
+    rejected: bool = False
+    #: why pinloop no longer knows this PIN's value (nothing is sent to it then)
+    lost: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.value is not None and self.original is not None and self.value != self.original
+
+
+@dataclass(frozen=True)
+class _Plan:
+    kind: str  # select | safe | query | verify | change | reset | unknown
+    cmd: CommandAPDU
+    pin: str | None = None
+    right: bool = False
+    before: int | None = None
+
+
+def _tries(n: int) -> str:
+    return f"{n} try" if n == 1 else f"{n} tries"
+
+
+def _describe(cmd: CommandAPDU) -> str:
+    return f"{cmd.cla:02X} {cmd.ins:02X} {cmd.p1:02X} {cmd.p2:02X}"
+
+
+class RealCardGuard:
+    """A :class:`~harness.transport.base.Transport` that guards the one below it."""
+
+    def __init__(
+        self,
+        inner: Transport,
+        facts: GuardFacts,
+        secret: Callable[[str], Secret],
+        *,
+        opt_in_hint: str = "",
+    ) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.facts = facts
+        self._secret = secret
+        self.opt_in_hint = opt_in_hint or f"--pinloop-destructive-reader '{inner.name}'"
+        self.watch: dict[str, PinWatch] = {}
+        self.df: str | None = None
+        self.ef: int | None = None
+        #: why every further try on this card is refused (set once, for the session)
+        self.stopped: str | None = None
+        self.destructive_ok = False
+        self.touched: set[str] = set()
+        #: where the guard's notes go (the runner's trace of the current step)
+        self.log: Callable[[str], None] = lambda text: None
+        self.last_wire_ns = 0
+        #: ns the last transmit() spent on the guard's own APDUs (not the harness's overhead)
+        self.last_extra_ns = 0
+
+    # -- the Transport protocol ---------------------------------------------------------------
+    @property
+    def atr(self) -> bytes:
+        return self.inner.atr
+
+    def power_cycle(self) -> bytes:
+        self._unselect()
+        return self.inner.power_cycle()
+
+    def reset(self) -> bytes:
+        self._unselect()
+        return self.inner.reset()
+
+    def close(self) -> None:
+        self._unselect()
+        self.inner.close()
+
+    def attach(self, inner: Transport) -> None:
+        """A new connection to the same reader (after a power cut or a removal)."""
+        self.inner = inner
+        self._unselect()
+
+    def transmit(self, cmd: CommandAPDU) -> ResponseAPDU:
+        self.last_extra_ns = 0
+        plan = self._before(cmd)
+        try:
+            resp = self.inner.transmit(cmd)
+        except TransportError:
+            self._lost(plan)
+            raise
+        finally:
+            self.last_wire_ns = self.inner.last_wire_ns
+        wire = self.last_wire_ns
+        self._after(plan, resp)
+        self.last_wire_ns = wire
+        return resp
+
+    # -- scenarios ----------------------------------------------------------------------------
+    def begin(self, pins: Iterable[str], spend: Mapping[str, int], *, destructive_ok: bool) -> None:
+        """Bring every PIN a scenario uses to its maximum with the lab's value, check the
+        status query is free and the restore works, and set each PIN's floor.
+
+        Raises :class:`Refused` for a scenario that could block a PIN (without the opt-in)
+        or a card the guard stopped, :class:`GuardSetupError` for what only the lab can fix.
+        """
+        self.destructive_ok = destructive_ok
+        self.touched = set(pins)
+        if self.stopped:
+            raise Refused(f"{self.name}: tries on this card were stopped: {self.stopped}")
+        self.power_cycle()
+        for w in self.watch.values():
+            w.floor = None
+        for pin in sorted(self.touched):
+            w = self._watch(pin)
+            self._establish(w)
+            assert w.top is not None
+            budget = spend.get(pin, 0)
+            if budget >= w.top and not destructive_ok:
+                raise Refused(
+                    f"the scenario may spend {budget} tries of {pin}, which has {w.top} left on "
+                    f"{self.name}: it could block it; enable with {self.opt_in_hint}"
+                )
+            w.floor = max(1, w.top - budget)
+        self.power_cycle()
+
+    def end(self) -> None:
+        """After a scenario (not after a lost connection): every counter it spent back to the
+        maximum and confirmed, every PIN it changed changed back and verified."""
+        try:
+            for pin in sorted(self.touched):
+                if self.stopped:
+                    return
+                w = self._watch(pin)
+                if w.lost:
+                    self.log(f"guard: {pin} not restored: {w.lost}")
+                    continue
+                if w.rejected or w.value is None:
+                    continue
+                if w.changed:
+                    self._change_back(w)
+                if w.known is None or w.pending or (w.top is not None and w.known < w.top):
+                    self._restore(w)
+        finally:
+            self.destructive_ok = False
+
+    # -- classification -------------------------------------------------------------------------
+    def _classify(self, cmd: CommandAPDU) -> str:
+        key = (cmd.cla, cmd.ins)
+        f = self.facts
+        if key == (0x00, 0xA4):
+            return "select"
+        if key in f.safe:
+            return "safe"
+        if key == f.verify:
+            if cmd.p1 != 0x00:
+                return "unknown"
+            if not cmd.data:
+                return "query" if cmd.le is None else "unknown"
+            return "verify"
+        if key in f.change:
+            return "change"
+        if key in f.reset:
+            return "reset"
+        return "unknown"
+
+    def _addressed(self, cmd: CommandAPDU) -> str | None:
+        """The PIN object a PIN command names by P2, if the guard knows it."""
+        p2 = cmd.p2
+        if self.df is None or p2 & 0x80 == 0 or p2 & 0x60:
+            return None
+        fid = (p2 & 0x1F) or self.ef
+        if fid is None:
+            return None
+        return self.facts.pins.get((self.df, fid))
+
+    def _watch(self, pin: str) -> PinWatch:
+        w = self.watch.get(pin)
+        if w is None:
+            try:
+                value: Secret | None = self._secret(pin)
+            except HarnessError:  # no PIN given for it: every VERIFY of it is possibly wrong
+                value = None
+            w = self.watch[pin] = PinWatch(pin, value=value, original=value)
+        return w
+
+    # -- before and after each APDU -----------------------------------------------------------
+    def _before(self, cmd: CommandAPDU) -> _Plan:
+        kind = self._classify(cmd)
+        if kind in ("select", "safe"):
+            return _Plan(kind, cmd)
+        if self.stopped:
+            raise Refused(f"{self.name}: tries on this card were stopped: {self.stopped}")
+        if kind == "unknown":
+            if not self.destructive_ok:
+                raise Refused(
+                    f"{_describe(cmd)}: pinloop does not know what this command does to the PIN "
+                    f"counters of this card, so it is not sent to {self.name}; enable with "
+                    f"{self.opt_in_hint}"
+                )
+            return _Plan(kind, cmd)
+        pin = self._addressed(cmd)
+        if pin is None:
+            if not self.destructive_ok:
+                raise Refused(
+                    f"{_describe(cmd)}: the PIN object it addresses is not known (nothing or an "
+                    f"unknown file selected), so it is not sent to {self.name}; enable with "
+                    f"{self.opt_in_hint}"
+                )
+            return _Plan(kind, cmd)
+        w = self._watch(pin)
+        self.touched.add(pin)
+        if w.lost and kind != "query":
+            raise Refused(f"{pin} on {self.name}: {w.lost}; nothing is sent to it")
+        if kind == "query":
+            return _Plan(kind, cmd, pin, before=w.known)
+        if kind == "verify":
+            right = not w.rejected and w.value is not None and w.value == cmd.data
+            if right:
+                if w.proven:  # a value this card accepted in this session: a restore
+                    return _Plan(kind, cmd, pin, right=True, before=w.known)
+                self._need_known(w, cmd.p2)
+                assert w.known is not None
+                if w.known == 1 and not self.destructive_ok:
+                    raise Refused(
+                        f"{pin} has 1 try left on {self.name} and the PIN given has not been "
+                        "accepted by this card yet: a mistyped PIN would block it"
+                    )
+                return _Plan(kind, cmd, pin, right=True, before=w.known)
+            self._need_known(w, cmd.p2)
+            assert w.known is not None
+            floor = w.floor if w.floor is not None else w.known + 1
+            if not self.destructive_ok and w.known - 1 < floor:
+                why = (
+                    "the scenario declares no try of it"
+                    if w.floor is None
+                    else "it must not block"
+                    if floor == 1
+                    else f"the scenario declares {_tries((w.top or 0) - floor)} of it"
+                )
+                raise Refused(
+                    f"{_describe(cmd)}: a possibly wrong VERIFY of {pin} would leave "
+                    f"{w.known - 1} tries on "
+                    f"{self.name}, below {floor} ({why}); enable with {self.opt_in_hint}"
+                )
+            self.log(f"guard: {pin} has {w.known} tries left before a possibly wrong VERIFY")
+            return _Plan(kind, cmd, pin, before=w.known)
+        what = "re-initialisation (RESET RETRY COUNTER)" if kind == "reset" else "a PIN change"
+        if not self.destructive_ok:
+            raise Refused(
+                f"{what} of {pin} on {self.name} changes the card's PIN and may spend a try; "
+                f"enable with {self.opt_in_hint}"
+            )
+        self._need_known(w, cmd.p2)
+        return _Plan(kind, cmd, pin, before=w.known)
+
+    def _after(self, plan: _Plan, resp: ResponseAPDU) -> None:
+        cmd, kind = plan.cmd, plan.kind
+        if kind == "select":
+            self._selected(cmd, resp)
+            return
+        if kind == "safe":
+            if cmd.ins in (0xB0, 0xB2):
+                sfi = (cmd.p1 & 0x1F if cmd.p1 & 0x80 else 0) if cmd.ins == 0xB0 else cmd.p2 >> 3
+                if sfi:
+                    self.ef = sfi if resp.ok else None
+            return
+        if kind == "unknown" or plan.pin is None:
+            self._forget_all()
+            return
+        w = self.watch[plan.pin]
+        left = SW.retries_left(resp.sw)
+        if kind == "query":
+            self._after_query(w, cmd.p2, left, resp.sw)
+        elif kind == "verify":
+            self._after_verify(w, plan, resp, left)
+        elif kind == "change":
+            if resp.ok:
+                w.value = Secret(cmd.data)
+                w.proven = True
+                w.known = None
+                self.log(f"guard: {plan.pin} was changed; it is changed back at the end")
+            else:
+                w.known = left
+        else:  # reset
+            w.known = left
+            if resp.ok:
+                w.value = None
+                w.lost = "re-initialised by RESET RETRY COUNTER: its value is no longer known"
+
+    def _after_query(self, w: PinWatch, p2: int, left: int | None, sw: int) -> None:
+        if left is None:
+            w.known = 0 if sw == _QUERY_SW_BLOCKED else None
+            return
+        if w.pending:
+            self._check_restored(w, p2, left)
+            return
+        if w.known is not None and left < w.known:
+            again = self._own_query(p2)
+            why = (
+                f"the status query of {w.pin} costs a try ({w.known}, then {left}, then {again})"
+                if again is not None and again < left
+                else f"the counter of {w.pin} fell from {w.known} to {left} with no try spent"
+            )
+            self._stop(why)
+        w.known = left
+
+    def _after_verify(self, w: PinWatch, plan: _Plan, resp: ResponseAPDU, left: int | None) -> None:
+        if resp.ok:
+            if plan.right:
+                w.proven = True
+            else:
+                self.log(f"guard: the card accepted a value for {w.pin} that was not its PIN")
+            w.pending = True
+            w.known = w.top
+            return
+        if left is not None:
+            w.known = left
+            if plan.right:
+                if not w.proven:
+                    w.rejected = True  # the lab's value is wrong: never sent again
+                    return
+                self._stop(
+                    f"{w.pin} refused the PIN it accepted earlier in this session "
+                    f"({SW.describe(resp.sw)})"
+                )
+            if plan.before is not None and left < plan.before - 1:
+                self._stop(
+                    f"one VERIFY of {w.pin} cost {plan.before - left} tries ({plan.before} → "
+                    f"{left}): delivered more than once?"
+                )
+            if not self.destructive_ok and w.floor is not None and left < w.floor:
+                self._stop(f"{w.pin} fell to {left} tries, below the scenario's floor {w.floor}")
+            return
+        if resp.sw == SW.REFERENCE_DATA_BLOCKED:
+            was = plan.before
+            w.known = 0
+            if was != 0 and not self.destructive_ok:
+                self._stop(
+                    f"{w.pin} answered 69 84 (blocked) with {was} tries left by pinloop's count"
+                )
+            return
+        # any other answer (67 00, 6A 86, 65 81 ...): the try may or may not have been counted
+        w.known = None
+        w.pending = False
+
+    def _lost(self, plan: _Plan) -> None:
+        """The connection failed under a command: what it did to the card is unknown."""
+        self._unselect()
+        if plan.kind in ("select", "safe", "query"):
+            return
+        if plan.pin is None:
+            self._forget_all()
+            return
+        w = self.watch[plan.pin]
+        w.known = None
+        w.pending = False
+        if plan.kind in ("change", "reset"):
+            w.lost = f"the connection failed during a {plan.kind}: its value is not known"
+
+    # -- the guard's own APDUs ------------------------------------------------------------------
+    def _own(self, cmd: CommandAPDU) -> ResponseAPDU:
+        t = time.perf_counter_ns()
+        try:
+            return self.inner.transmit(cmd)
+        finally:
+            self.last_extra_ns += time.perf_counter_ns() - t
+
+    def _own_query(self, p2: int) -> int | None:
+        resp = self._own(CommandAPDU(0x00, 0x20, 0x00, p2))
+        left = SW.retries_left(resp.sw)
+        if left is None and resp.sw == _QUERY_SW_BLOCKED:
+            return 0
+        return left
+
+    def _read(self, w: PinWatch, p2: int) -> int:
+        left = self._own_query(p2)
+        if left is None:
+            raise Refused(
+                f"the status query of {w.pin} on {self.name} did not answer 63 Cx: its counter "
+                "is not known, so no try is spent"
+            )
+        return left
+
+    def _need_known(self, w: PinWatch, p2: int, *, confirm: bool = True) -> None:
+        """Make sure the counter is known (and a pending restore confirmed) before a try."""
+        if w.pending and confirm:
+            self._check_restored(w, p2, self._read(w, p2))
+        elif w.known is None or w.pending:
+            w.known = self._read(w, p2)
+            w.pending = False
+
+    def _check_restored(self, w: PinWatch, p2: int, left: int) -> None:
+        w.pending = False
+        if w.top is None or left >= w.top:
+            w.known = left
+            w.top = left if w.top is None else max(w.top, left)
+            return
+        again = self._own_query(p2)
+        w.known = again
+        if again is not None and again < left:
+            self._stop(f"the status query of {w.pin} costs a try ({left}, then {again})")
+        self._stop(
+            f"the right PIN did not restore {w.pin}: 90 00, then {left} tries left "
+            f"(expected {w.top})"
+        )
+
+    def _select_pin(self, pin: str) -> int:
+        """SELECT the PIN's application and EF; the P2 that addresses it then."""
+        app, fid = self.facts.where[pin]
+        for cmd in (
+            CommandAPDU(0x00, 0xA4, 0x04, 0x0C, self.facts.applications[app]),
+            CommandAPDU(0x00, 0xA4, 0x02, 0x0C, fid.to_bytes(2, "big")),
+        ):
+            resp = self._own(cmd)
+            self._selected(cmd, resp)
+            if not resp.ok:
+                raise GuardSetupError(
+                    f"{self.name}: SELECT for {pin} answered {SW.describe(resp.sw)}"
+                )
+        return 0x80
+
+    def _establish(self, w: PinWatch) -> None:
+        """One PIN at the start of a scenario: counter read, restored, confirmed twice."""
+        pin = w.pin
+        if w.lost:
+            raise Refused(f"{pin} on {self.name}: {w.lost}; restore it by hand first")
+        if w.rejected:
+            raise GuardSetupError(
+                f"the PIN given for {pin} was refused by the card in {self.name} earlier in "
+                "this session; it is not tried again"
+            )
+        p2 = self._select_pin(pin)
+        first = self._own_query(p2)
+        if first is None:
+            raise GuardSetupError(f"{self.name}: the status query of {pin} did not answer 63 Cx")
+        if first == 0:
+            raise GuardSetupError(
+                f"{pin} is blocked on {self.name}; {self.facts.unblock_hint} before running "
+                "scenarios on this card"
+            )
+        if first == 1 and not w.proven:  # a mistyped PIN in the environment would block it
+            raise GuardSetupError(
+                f"{pin} has 1 try left on {self.name}; restore it by hand with the right PIN "
+                "before running scenarios"
+            )
+        w.known, w.pending = first, False
+        if w.value is None:
+            raise GuardSetupError(f"no PIN given for {pin} on {self.name}")
+        resp = self.transmit(CommandAPDU(0x00, 0x20, 0x00, p2, w.value.reveal()))
+        if not resp.ok:
+            left = SW.retries_left(resp.sw)
+            raise GuardSetupError(
+                f"the PIN given for {pin} is not accepted by the card in {self.name} "
+                + (
+                    f"({left} tries left; it is not tried again in this session)"
+                    if left is not None
+                    else f"(it answered {SW.describe(resp.sw)})"
+                )
+            )
+        second = self._own_query(p2)
+        third = self._own_query(p2)
+        if second is not None and third is not None and third < second:
+            self._heal(w, p2)
+            self._stop(f"the status query of {pin} costs a try ({second}, then {third})")
+        if second is None or second < first or (w.top is not None and second < w.top):
+            self._stop(
+                f"the right PIN did not restore {pin}: {first} tries before, "
+                f"{second if second is not None else 'no 63 Cx'} after"
+                + (f" (it had {w.top} earlier in this session)" if w.top is not None else "")
+            )
+        w.top = w.known = second
+        w.pending = False
+        self.log(f"guard: {pin} at {second} tries (observed), status query free")
+
+    def _heal(self, w: PinWatch, p2: int) -> None:
+        """After a status query was found to cost a try: one right VERIFY (the card has
+        accepted this PIN in this session) gives the tries back."""
+        if w.proven and w.value is not None:
+            self._own(CommandAPDU(0x00, 0x20, 0x00, p2, w.value.reveal()))
+
+    def _restore(self, w: PinWatch) -> None:
+        p2 = self._select_pin(w.pin)
+        self._need_known(w, p2)
+        assert w.known is not None
+        if w.top is None or w.known >= w.top:
+            return
+        if w.known == 0:
+            self.log(f"guard: {w.pin} left blocked (the scenario had the destructive opt-in)")
+            return
+        assert w.value is not None
+        resp = self.transmit(CommandAPDU(0x00, 0x20, 0x00, p2, w.value.reveal()))
+        if not resp.ok:
+            self._stop(f"restoring {w.pin} with its PIN answered {SW.describe(resp.sw)}")
+        self._need_known(w, p2)
+        self.log(f"guard: {w.pin} restored to {w.known} tries")
+
+    def _change_back(self, w: PinWatch) -> None:
+        """A PIN the scenario changed (opt-in only): verify its current value, change it back
+        to the lab's, verify that."""
+        assert w.value is not None and w.original is not None
+        cla, ins, p1 = self.facts.change_command[w.pin]
+        p2 = self._select_pin(w.pin)
+        steps = (
+            ("VERIFY with the changed value", CommandAPDU(0x00, 0x20, 0x00, p2, w.value.reveal())),
+            ("CHANGE back", CommandAPDU(cla, ins, p1, p2, w.original.reveal())),
+        )
+        for what, cmd in steps:
+            resp = self.transmit(cmd)
+            if not resp.ok:
+                w.lost = f"changing it back failed at {what} ({SW.describe(resp.sw)})"
+                self._stop(f"{w.pin} could not be changed back: {w.lost}")
+        resp = self.transmit(CommandAPDU(0x00, 0x20, 0x00, p2, w.original.reveal()))
+        if not resp.ok:
+            self._stop(f"{w.pin} refused the lab's PIN after it was changed back")
+        self.log(f"guard: {w.pin} changed back to the lab's PIN and verified")
+
+    # -- model bookkeeping --------------------------------------------------------------------
+    def _selected(self, cmd: CommandAPDU, resp: ResponseAPDU) -> None:
+        if not resp.ok:
+            # a failed SELECT may or may not have left the old selection: assume nothing
+            self.ef = None
+            if cmd.p1 != 0x02:
+                self.df = None
+            return
+        if cmd.p1 == 0x04:
+            self.df = self.facts.app_of_aid(cmd.data)
+            self.ef = None
+        elif cmd.p1 == 0x02 and len(cmd.data) == 2:
+            self.ef = int.from_bytes(cmd.data, "big")
+        else:
+            self._unselect()
+
+    def _unselect(self) -> None:
+        self.df = None
+        self.ef = None
+
+    def _forget_all(self) -> None:
+        self._unselect()
+        for w in self.watch.values():
+            w.known = None
+            w.pending = False
+
+    def _stop(self, why: str) -> None:
+        self.stopped = why
+        self.log(f"guard: STOPPED: {why}")
+        raise GuardDefect(
+            f"{self.name}: {why}. pinloop sends no further try to this card in this session"
+        )

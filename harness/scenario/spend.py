@@ -1,0 +1,52 @@
+"""How many tries of each PIN a scenario may have spent at once: what it declares by its steps.
+
+A real card's guard lets a scenario bring a PIN down by this many tries from where it started,
+never further and never to 0 (:mod:`harness.guard`). The count follows the steps in order:
+each value that is not the PIN (``wrong``, ``short``, a literal, ...) adds one try, a right
+VERIFY puts the count back to 0, and steps that restore after every try (latency of wrong
+VERIFYs, leak tests, timed cuts) need one try at a time. Raw ``apdu:`` steps declare nothing:
+a raw VERIFY with a wrong value is refused on a real card unless destructive runs are enabled.
+"""
+
+from __future__ import annotations
+
+from harness.scenario import model as M
+
+#: values that are the PIN the card holds at that point of the scenario
+RIGHT = frozenset({"right", "new"})
+
+
+def declared_spend(scenario: M.Scenario, max_tries: dict[str, int] | None = None) -> dict[str, int]:
+    """PIN id → the largest number of tries the steps may have spent at one time."""
+    out: dict[str, int] = {}
+    peak: dict[str, int] = {}
+
+    def spend(pin: str, n: int = 1) -> None:
+        out[pin] = out.get(pin, 0) + n
+        peak[pin] = max(peak.get(pin, 0), out[pin])
+
+    for step in scenario.steps:
+        if isinstance(step, M.Verify):
+            for _ in range(step.repeat):
+                for v in step.values:
+                    if isinstance(v, str) and v in RIGHT:
+                        out[step.pin] = 0
+                    else:
+                        spend(step.pin)
+        elif isinstance(step, M.Change | M.Reinit):
+            spend(step.pin)  # a wrong old PIN or reset code is a wrong try
+        elif isinstance(step, M.Latency):
+            if step.of == "wrong":
+                spend(step.pin)
+                out[step.pin] = 0
+        elif isinstance(step, M.Leak):
+            if step.classes == "blocked":
+                spend(step.pin, (max_tries or {}).get(step.pin, 15) + 1)
+            else:
+                spend(step.pin)
+                out[step.pin] = 0
+        elif isinstance(step, M.Tear):
+            spend(step.pin)
+            if step.delays_us:
+                out[step.pin] = 0
+    return peak

@@ -1,0 +1,232 @@
+"""The real-card guard against hostile scenarios and misbehaving cards, in the process.
+
+Each file of ``tests/hostile/`` tries a way past the guard that was found on an earlier
+version (raw APDUs, SFI forms, value lists, changes, re-initialisation, unknown commands, power
+cuts between tries, two scenarios in a row). They run against the emulated card behind the
+guard, as a real card would be, without the destructive opt-in; every NVM write of the card
+is recorded, so "never below the start level minus what the scenario declared, never blocked,
+never left changed" is checked on every write, not only at the end.
+The same files run through pcscd against a real-reader target in ``test_guard_pcsc.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.emulator import CardConfig, MemoryStore, load_card_config, parse_profile
+from harness.errors import HarnessError
+from harness.guard import GuardDefect, Refused
+from harness.runner import Runner
+from harness.scenario import Scenario, load_scenarios
+from harness.scenario.spend import declared_spend
+from tests.support import PretendRealCard
+
+ROOT = Path(__file__).resolve().parent.parent
+HOSTILE = Path(__file__).resolve().parent / "hostile"
+LIB = ROOT / "scenarios"
+MAX = {"jpki-auth": 3, "jpki-sign": 5, "kenhojo-pin": 3, "juki-pin": 3, "common-pin": 3}
+
+
+class RecordingStore(MemoryStore):
+    """NVM in memory that remembers the lowest counter each PIN had after a command.
+
+    After, not during: a correct VERIFY writes the decremented counter before it compares
+    (so that a power cut cannot give a try back) and the maximum right after.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.lowest = {k: p.remaining for k, p in self.state.pins.items()}
+
+    def settle(self) -> None:
+        for k, p in self.state.pins.items():
+            self.lowest[k] = min(self.lowest[k], p.remaining)
+
+
+@pytest.fixture
+def config() -> CardConfig:
+    return load_card_config()
+
+
+def _real(config: CardConfig, defect: str = "faithful") -> tuple[PretendRealCard, RecordingStore]:
+    target = PretendRealCard(config, parse_profile(defect))
+    store = RecordingStore(target.template.copy())
+    target.card.store = store
+    target.begin = _keep_store(target, store)  # type: ignore[method-assign]
+    transmit = target.card.transmit
+
+    def recorded(raw: bytes) -> bytes:
+        try:
+            return transmit(raw)
+        finally:
+            store.settle()
+
+    target.card.transmit = recorded  # type: ignore[method-assign]
+    return target, store
+
+
+def _keep_store(target: PretendRealCard, store: RecordingStore):  # type: ignore[no-untyped-def]
+    """A real card is not swapped for a fresh one between scenarios: keep its NVM."""
+    begin = PretendRealCard.begin
+
+    def keep(*args: object, **kwargs: object) -> None:
+        target.card.store = store
+        begin(target, *args, **kwargs)  # type: ignore[arg-type]
+
+    return keep
+
+
+def _run(target: PretendRealCard, scenario: Scenario) -> str:
+    try:
+        Runner(target, scenario).run()
+    except Refused as exc:
+        return "refused: " + str(exc)
+    except GuardDefect as exc:
+        return "defect: " + str(exc)
+    except AssertionError as exc:
+        return "failed: " + str(exc)
+    except HarnessError as exc:
+        return "error: " + str(exc)
+    return "passed"
+
+
+def _scenarios(name: str) -> list[Scenario]:
+    return load_scenarios(HOSTILE / name if (HOSTILE / name).exists() else LIB / name)
+
+
+# file → outcome per PIN of its scenarios (the PIN of for_each, or the file's one PIN)
+HOSTILE_CASES: dict[str, dict[str, str]] = {
+    "raw-verify.hostile.yaml": {"": "refused: 00 20 00 80: a possibly wrong VERIFY of jpki-auth"},
+    "raw-verify-sfi.hostile.yaml": {"": "refused: 00 20 00 98: a possibly wrong VERIFY of jpki"},
+    "raw-select-then-verify.hostile.yaml": {"": "refused: 00 20 00 80: a possibly wrong VERIFY"},
+    "raw-reset.hostile.yaml": {"": "refused: re-initialisation (RESET RETRY COUNTER) of jpki"},
+    "raw-change.hostile.yaml": {"": "refused: a PIN change of jpki-auth"},
+    "raw-unknown.hostile.yaml": {"": "refused: 00 88 00 80: pinloop does not know"},
+    "raw-unknown-sm.hostile.yaml": {"": "refused: 0C 20 00 80: pinloop does not know"},
+    "value-list.hostile.yaml": {
+        "jpki-auth": "refused: the scenario may spend 3 tries of jpki-auth, which has 3",
+        "jpki-sign": "passed",
+    },
+    "value-list-sfi.hostile.yaml": {
+        "kenhojo-pin": "refused: the scenario may spend 3 tries of kenhojo-pin, which has 3",
+        "jpki-sign": "passed",
+    },
+    "change.hostile.yaml": {"": "refused: a PIN change of jpki-auth"},
+    "wrong-twice-a.hostile.yaml": {"": "passed"},
+    "wrong-twice-b.hostile.yaml": {"": "passed"},
+    "power-cuts.hostile.yaml": {"": "passed"},
+    "more-than-declared.hostile.yaml": {
+        "": "refused: 00 20 00 80: a possibly wrong VERIFY of jpki-sign would leave 3 tries"
+    },
+}
+
+
+def _lowest_allowed(scenario: Scenario, pin: str, start: int) -> int:
+    return max(1, start - declared_spend(scenario).get(pin, 0))
+
+
+def test_every_hostile_file_is_refused_or_stays_within_what_it_declares(
+    config: CardConfig,
+) -> None:
+    """All files in a row on one card, as in one session: the guard's memory carries over."""
+    target, store = _real(config)
+    assert sorted(HOSTILE_CASES) == sorted(p.name for p in HOSTILE.glob("*.hostile.yaml"))
+    for name, outcomes in HOSTILE_CASES.items():
+        for scenario in _scenarios(name):
+            pin = scenario.params.get("pin", "")
+            before = dict(store.lowest)
+            store.lowest = {k: p.remaining for k, p in store.state.pins.items()}
+            got = _run(target, scenario)
+            assert got.startswith(outcomes[pin]), (name, pin, got)
+            for p, low in store.lowest.items():
+                start = MAX.get(p, 10)
+                assert low >= _lowest_allowed(scenario, p, start), (name, p, low)
+            store.lowest = {k: min(v, before[k]) for k, v in store.lowest.items()}
+            # after each scenario: every counter back at its maximum, every value the lab's
+            for p, state in store.state.pins.items():
+                assert state.remaining == state.max_tries, (name, p, state.remaining)
+                if p in MAX:
+                    assert state.value == config.secrets()[p].encode(), (name, p)
+    assert target.guard.stopped is None
+    assert min(store.lowest.values()) >= 1  # nothing was ever blocked
+
+
+def test_the_same_files_with_the_opt_in_run_and_the_card_is_put_back(config: CardConfig) -> None:
+    """With the destructive opt-in the raw APDUs go out; a change is changed back and verified
+    at the end, counters restored; only RESET RETRY COUNTER leaves a PIN unknown."""
+    target, store = _real(config)
+    Runner(target, _scenarios("raw-verify.hostile.yaml")[0], destructive_ok=True).run()
+    assert store.state.pins["jpki-auth"].remaining == 0  # three raw wrong tries: blocked
+    target, store = _real(config)
+    for name in ("raw-change.hostile.yaml", "change.hostile.yaml"):
+        runner = Runner(target, _scenarios(name)[0], destructive_ok=True)
+        runner.run()
+        assert any("changed back to the lab's PIN and verified" in t for t in runner.trace)
+        assert store.state.pins["jpki-auth"].value == b"1234"
+        assert store.state.pins["jpki-auth"].remaining == 3
+    target, store = _real(config)
+    Runner(target, _scenarios("raw-reset.hostile.yaml")[0], destructive_ok=True).run()
+    assert store.state.pins["jpki-sign"].value == b"NEWPWD"
+    later = _run(target, _scenarios("value-list.hostile.yaml")[1])  # jpki-sign
+    assert later.startswith("refused: jpki-sign on ") and "RESET RETRY COUNTER" in later
+
+
+@pytest.mark.parametrize(
+    ("defect", "file", "pin", "message", "lowest"),
+    [
+        # the library's own untagged scenarios on a card whose right PIN does not restore
+        ("no-restore", "verify-latency.pin.yaml", "jpki-auth", "did not restore jpki-auth", 2),
+        ("no-restore", "verify-timing-leak.pin.yaml", "jpki-auth", "did not restore", 2),
+        ("no-restore", "correct-restores-max.pin.yaml", "jpki-auth", "did not restore", 1),
+        # a card whose status query costs a try: found at the start, the tries given back
+        ("query-costs-try", "status-query-is-free.pin.yaml", "jpki-auth", "costs a try", 1),
+        ("query-costs-try", "wrong-twice-a.hostile.yaml", "jpki-auth", "costs a try", 1),
+        # one wrong VERIFY that costs two tries (a reader delivering it twice)
+        ("double-decrement", "wrong-twice-a.hostile.yaml", "jpki-auth", "cost 2 tries", 1),
+        ("double-decrement", "value-list.hostile.yaml", "jpki-sign", "cost 2 tries", 3),
+    ],
+)
+def test_a_misbehaving_card_is_a_defect_and_its_tries_stop(
+    config: CardConfig, defect: str, file: str, pin: str, message: str, lowest: int
+) -> None:
+    target, store = _real(config, defect)
+    scenario = next(s for s in _scenarios(file) if s.params.get("pin", pin) == pin)
+    got = _run(target, scenario)
+    assert got.startswith("defect: ") and message in got, got
+    assert "no further try to this card" in got
+    assert store.lowest[pin] == lowest  # never blocked
+    assert all(low >= 1 for low in store.lowest.values())
+    # every later scenario on that card is refused before it sends a try
+    writes = dict(store.lowest)
+    later = _run(target, _scenarios("wrong-twice-b.hostile.yaml")[0])
+    assert later.startswith("refused: ") and "tries on this card were stopped" in later
+    assert store.lowest == writes
+
+
+def test_query_costs_try_the_tries_are_given_back(config: CardConfig) -> None:
+    target, store = _real(config, "query-costs-try")
+    _run(target, _scenarios("status-query-is-free.pin.yaml")[0])
+    assert store.state.pins["jpki-auth"].remaining == 3  # healed by the proven PIN
+
+
+def test_a_wrong_pin_in_the_environment_costs_one_try_only(config: CardConfig) -> None:
+    target, store = _real(config)
+    target._secrets["jpki-auth"] = type(target._secrets["jpki-auth"])(b"9999")
+    for _ in range(3):
+        got = _run(target, _scenarios("wrong-twice-a.hostile.yaml")[0])
+        assert got.startswith("error: the PIN given for jpki-auth"), got
+    assert store.state.pins["jpki-auth"].remaining == 2  # one try, not one per scenario
+
+
+def test_a_blocked_or_nearly_blocked_pin_is_a_lab_fault_before_anything(
+    config: CardConfig,
+) -> None:
+    target, store = _real(config)
+    store.state.pins["jpki-auth"].remaining = 1
+    got = _run(target, _scenarios("wrong-twice-a.hostile.yaml")[0])
+    assert got.startswith("error: jpki-auth has 1 try left"), got
+    store.state.pins["jpki-auth"].remaining = 0
+    got = _run(target, _scenarios("wrong-twice-a.hostile.yaml")[0])
+    assert got.startswith("error: jpki-auth is blocked"), got
