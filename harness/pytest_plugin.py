@@ -29,7 +29,13 @@ import pytest
 
 from harness.checks import ExpectationFailed
 from harness.emulator.config import DEFAULT_CONFIG_PATH, load_card_config
-from harness.errors import CardStateError, ConfigError, HarnessError, TransportError
+from harness.errors import (
+    CardStateError,
+    ConfigError,
+    DeviceDefect,
+    HarnessError,
+    TransportError,
+)
 from harness.guard import Refused
 from harness.lab.pcscd import LabError
 from harness.report.allure_report import (
@@ -396,6 +402,8 @@ class ScenarioItem(pytest.Item):
         """Our own one-screen text for the failures pinloop raises; None for anything else."""
         if isinstance(exc, ExpectationFailed | ConfigError):
             return exc.render()
+        if isinstance(exc, DeviceDefect):  # e.g. the real-card guard found the card breaking a rule
+            return f"device defect on {self.spec} ({type(exc).__name__}): {exc}"
         if isinstance(exc, HarnessError):
             text = f"lab fault on {self.spec} ({type(exc).__name__}): {exc}"
             tail = getattr(self.target, "log_tail", None)

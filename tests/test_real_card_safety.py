@@ -37,7 +37,7 @@ def real() -> PretendRealCard:
 
 def test_a_scenario_that_could_block_is_refused_before_it_starts(real: PretendRealCard) -> None:
     runner = Runner(real, _scenario("lock-at-exactly-n.pin.yaml"))
-    with pytest.raises(Refused, match="may spend 3 tries of jpki-auth, which has 3 .* block"):
+    with pytest.raises(Refused, match=r"may spend 3 tries of jpki-auth, which has 3 .* block"):
         runner.run()
     assert real.card.pin_state("jpki-auth").remaining == 3  # not one try spent
 
