@@ -147,6 +147,7 @@ def _describe(servers: list[Any]) -> list[dict[str, str]]:
 def cmd_emulate(args: argparse.Namespace) -> int:
     """Serve emulated cards on links until SIGTERM/SIGINT; one ``STATE[@URL]`` per card."""
     import json
+    import os
 
     from harness.links.vpcd import DEFAULT_PORT
 
@@ -159,8 +160,10 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 
     def ready() -> None:
         info = _describe(servers)
-        if args.ready_file:
-            Path(args.ready_file).write_text(json.dumps(info, indent=1))
+        if args.ready_file:  # whole or not at all: a reader polls for it
+            tmp = Path(args.ready_file + ".tmp")
+            tmp.write_text(json.dumps(info, indent=1))
+            os.replace(tmp, args.ready_file)
         for r in info:
             print(
                 f"serving {r['state']!r} on {r['url']} (instance {r['instance']}, "

@@ -421,7 +421,25 @@ class ScenarioItem(pytest.Item):
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
     ) -> Any:
         # pytest renders setup and teardown errors through this, not through repr_failure
-        return self._pinloop_repr(excinfo.value) or super()._repr_failure_py(excinfo, style)
+        own = self._pinloop_repr(excinfo.value)
+        if own is not None:
+            return own
+        # anything else (a bug, a crash): its traceback, but never the frames' locals or
+        # arguments, whatever --showlocals, --tb or -vv say: they may hold PINs
+        if style is None:
+            style = "short" if self.config.getoption("tbstyle", "auto") == "short" else "long"
+        repr_ = excinfo.getrepr(
+            funcargs=False,
+            showlocals=False,
+            style="long" if style == "auto" else style,
+            tbfilter=self._traceback_filter,
+        )
+        if hasattr(repr_, "addsection"):
+            repr_.addsection(
+                "pinloop",
+                "locals and arguments of scenario frames are not shown: they may hold PINs",
+            )
+        return repr_
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.scenario.line - 1, f"{self.scenario.rule}: {self.name}"

@@ -51,6 +51,8 @@ def test_readers_command(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # an emulator of an earlier test may still be leaving slot 1: wait until vpcd saw it go
+    wait_for_card(pcscd.slots[1].reader, 5, present=False)
     emu = EmulatorProcess(template_state, tmp_path, pcscd.slots[0].url)
     try:
         wait_for_card(pcscd.slots[0].reader, 5)

@@ -46,7 +46,9 @@ SECRETS = [
 ]
 
 
-def _pytest(reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _pytest(
+    reports: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     card = reports.parent / "card.yaml"
     card.write_text(CARD)
     return run_pytest(
@@ -60,6 +62,7 @@ def _pytest(reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "--junitxml",
         str(reports / "junit.xml"),
         *args,
+        env=env,
     )
 
 
@@ -222,6 +225,8 @@ def _leaks(folder: Path) -> list[str]:
     ]
     patterns += [re.compile(re.escape(s.encode().hex(" ").upper().encode()), re.I) for s in SECRETS]
     patterns += [re.compile(re.escape(s.encode().hex().encode()), re.I) for s in SECRETS]
+    # inside a Python bytes repr, after an escaped byte: b'\x00 \x00\x80\x047391'
+    patterns += [re.compile(rb"\\x[0-9a-f]{2}" + re.escape(s.encode())) for s in SECRETS]
     for path in folder.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
@@ -241,7 +246,13 @@ def test_the_grep_would_see_a_pin(tmp_path: Path) -> None:
     (tmp_path / "log.txt").write_text("VERIFY 00 20 00 80 04 37 33 39 31\n")
     (tmp_path / "b.json").write_text('{"pin": "QZXWV9PL", "code": 7391}')
     (tmp_path / "uuid.json").write_text('{"source": "a1046e16-44ec-4ac8-8264-9775e88168b9"}')
-    assert sorted(x.split(":")[0] for x in _leaks(tmp_path)) == ["b.json", "b.json", "log.txt"]
+    (tmp_path / "repr.txt").write_text("raw = b'\\x00 \\x00\\x80\\x047391'")
+    assert sorted(x.split(":")[0] for x in _leaks(tmp_path)) == [
+        "b.json",
+        "b.json",
+        "log.txt",
+        "repr.txt",
+    ]
 
 
 def test_static_report_without_java(reports: Path) -> None:
@@ -255,3 +266,59 @@ def test_static_report_without_java(reports: Path) -> None:
     assert index.exists() and "<html" in index.read_text().lower()
     assert (reports / "history.jsonl").exists()  # trends across nightly runs
     assert _leaks(reports) == []
+
+
+@pytest.mark.parametrize(
+    ("target", "fault"),
+    [
+        ("inprocess", "typeerror"),
+        ("inprocess", "card-crash"),
+        ("pcscd", "typeerror"),
+        ("reader", "typeerror"),
+        ("reader", "kill"),
+    ],
+)
+def test_no_pin_with_showlocals_when_a_run_fails_unexpectedly(
+    tmp_path: Path, target: str, fault: str
+) -> None:
+    """``-l --tb=long -vv``: pytest would print every frame's locals and arguments; none of
+    the card's secrets may reach the terminal, JUnit, Allure or the summary."""
+    from harness.emulator import load_card_config, personalise
+
+    out = tmp_path / "reports"
+    env = {"PINLOOP_TEST_FAULT": fault, "PINLOOP_TEST_FAULT_ON": "7391"}
+    args = ["-p", "tests.leak_faults", "-l", "--tb=long", "-vv", "-k", "jpki-auth"]
+    emu = None
+    if target == "inprocess":
+        args += ["--pinloop-target", "inprocess"]
+    else:
+        from tests.pcsc_lab import require_pcsc
+
+        require_pcsc()
+        args += ["--pinloop-target", target]
+    if target == "reader":
+        from harness.lab.pcscd import Pcscd
+        from harness.target import env_name
+        from harness.transport.pcsc import wait_for_card
+        from tests.pcsc_lab import EmulatorProcess
+
+        daemon = Pcscd(tmp_path / "pcscd.log", slots=1)
+        daemon.start()
+        card = tmp_path / "card.yaml"
+        card.write_text(CARD)
+        emu = EmulatorProcess(personalise(load_card_config(card)), tmp_path, daemon.slots[0].url)
+        wait_for_card(daemon.slots[0].reader, 5)
+        args[-2:] = ["--pinloop-target", f"reader:^{daemon.slots[0].reader}$"]
+        env |= {env_name("jpki-auth"): "7391", "PINLOOP_TEST_KILL_PID": str(emu.proc.pid)}
+    try:
+        proc = _pytest(out, *args, env=env)
+    finally:
+        if emu is not None:
+            emu.stop()
+            daemon.stop()
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text[-3000:]  # the run failed, and reports were written
+    assert "injected fault" in text or "crashed" in text or "CardRemoved" in text, text[-3000:]
+    (out / "stdout.txt").write_text(text)
+    assert (out / "junit.xml").exists() and list((out / "allure-results").glob("*.json"))
+    assert _leaks(out) == []

@@ -26,6 +26,8 @@ CAUGHT_BY = {
     "fixed-delay:fixed_delay_ms=2": {"verify-latency-budget"},
     "decrement-after-compare": {"tearing-never-loses-a-try"},
     "non-atomic-pin-write": {"tearing-change-is-atomic", "tearing-reinit-is-atomic"},
+    "no-restore": {"correct-restores-max"},
+    "double-decrement": {"decrement-matches-query", "lock-at-exactly-n"},
 }
 
 

@@ -107,13 +107,14 @@ SCHEMA: dict[str, Any] = {
 class Identity:
     """A test identity printed on the emulated card (never real personal data)."""
 
-    my_number: str = "123456789018"
+    # 照合番号A is the number; 照合番号B and the birth key derive from these: never in a repr
+    my_number: str = field(default="123456789018", repr=False)
     name: str = "試験 花子"
     address: str = "東京都千代田区試験町一丁目1番1号"
-    birth_date: str = "19800217"
+    birth_date: str = field(default="19800217", repr=False)
     sex: str = "2"
     expiry_year: str = "2035"
-    security_code: str = "2285"
+    security_code: str = field(default="2285", repr=False)
     municipality: str = "13101"
     serial: str = "000000000000001"
 
@@ -138,8 +139,9 @@ def wareki_yymmdd(yyyymmdd: str) -> str:
 class CardConfig:
     name: str
     model: str = DEFAULT_MODEL
-    pins: dict[str, str] = field(default_factory=dict)
-    reset_codes: dict[str, str] = field(default_factory=dict)
+    # PINs and codes never show in a repr (a traceback with --showlocals, a log line)
+    pins: dict[str, str] = field(default_factory=dict, repr=False)
+    reset_codes: dict[str, str] = field(default_factory=dict, repr=False)
     verification_code_tries: int = VERIFICATION_CODE_TRIES
     identity: Identity = field(default_factory=Identity)
 

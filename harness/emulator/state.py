@@ -46,7 +46,7 @@ Durability = Literal["process", "host"]
 
 @dataclass(slots=True)
 class PinState:
-    value: bytes
+    value: bytes = field(repr=False)  # never in a traceback or a log line
     remaining: int
     max_tries: int
 
@@ -63,13 +63,13 @@ class CardState:
     model: str
     pins: dict[str, PinState]
     #: route name ("window" / "kiosk") → reset code of the test re-initialisation mechanism
-    reset_codes: dict[str, bytes]
+    reset_codes: dict[str, bytes] = field(repr=False)
     #: content id (see ``layout.FileSpec.content``) → bytes of a transparent EF or record
-    contents: dict[str, bytes]
+    contents: dict[str, bytes] = field(repr=False)
     #: PIN id guarding the key → key (``jpki-auth``, ``jpki-sign``), plus ``ca``
-    keys: dict[str, RsaKey]
+    keys: dict[str, RsaKey] = field(repr=False)
     #: the card's test identity, for display only (never real personal data)
-    identity: dict[str, str] = field(default_factory=dict)
+    identity: dict[str, str] = field(default_factory=dict, repr=False)
 
     def copy(self) -> CardState:
         """A copy that can be worn out on its own: fresh PIN objects and dicts; keys and bytes
