@@ -613,6 +613,11 @@ class RealCardGuard:
 
     def _forget_all(self) -> None:
         self._unselect()
+        self.forget_counters()
+
+    def forget_counters(self) -> None:
+        """Every counter unknown (read again before the next try); what the guard learnt
+        about the card (stopped, refused or lost PINs, the maximum seen) stays."""
         for w in self.watch.values():
             w.known = None
             w.pending = False

@@ -34,9 +34,10 @@ from harness.errors import (
     ConfigError,
     DeviceDefect,
     HarnessError,
+    SharingViolation,
     TransportError,
 )
-from harness.guard import Refused
+from harness.guard import RealCardGuard, Refused
 from harness.lab.pcscd import LabError
 from harness.report.allure_report import (
     attach_log,
@@ -48,7 +49,7 @@ from harness.report.allure_report import (
 )
 from harness.report.summary import Row, Summary
 from harness.scenario import Scenario, load_scenarios
-from harness.target import Target, make_target
+from harness.target import Target, TargetError, make_target
 from harness.timing import ApduTime
 
 DEFAULT_PATTERN = r".+\.pin\.ya?ml$"
@@ -225,6 +226,8 @@ class TargetPool:
         self.targets: dict[str, Target] = {}
         self.broken: dict[str, str] = {}
         self.faulted: dict[str, str] = {}  # faulted mid-scenario; one fresh set-up allowed
+        #: real readers' guards, kept across a fresh set-up: what they learnt stays
+        self.guards: dict[str, RealCardGuard] = {}
 
     @property
     def station(self) -> dict[str, Any] | None:
@@ -255,14 +258,24 @@ class TargetPool:
                 else:
                     readers = self.config.getoption("--pinloop-readers")
                     self.targets[spec] = make_target(
-                        spec, card, defect, Path(readers) if readers else None
+                        spec,
+                        card,
+                        defect,
+                        Path(readers) if readers else None,
+                        guard=self.guards.get(spec),
                     )
             except HarnessError as exc:
                 why = str(exc).splitlines()[0]
-                if spec in self.faulted:
-                    why += f" (set up again after: {self.faulted[spec]})"
+                if spec not in self.faulted:
+                    self.broken[spec] = why
+                    raise
+                # the cause is the fault that came first; what the fresh set-up met follows
+                # from it (e.g. a sharing violation with a command that never returned)
+                why = f"{self.faulted[spec]}; setting it up again failed: {why}"
+                if isinstance(exc, SharingViolation):
+                    why += " (the reader is still busy with the command that did not return)"
                 self.broken[spec] = why
-                raise
+                raise TargetError(why) from None
             self.faulted.pop(spec, None)
         return self.targets[spec]
 
@@ -270,6 +283,9 @@ class TargetPool:
         """A lab fault mid-scenario: close the target; the next item sets it up again."""
         self.faulted[spec] = why
         target = self.targets.pop(spec, None)
+        guard = getattr(target, "guard", None)
+        if isinstance(guard, RealCardGuard):
+            self.guards[spec] = guard
         if target is not None:
             with contextlib.suppress(Exception):  # closing a broken target: best effort
                 target.close()

@@ -318,8 +318,19 @@ def env_secret(pin_id: str, reader: str) -> Secret:
 class RealReaderTarget(GuardedCard, Target):
     emulated = False
 
-    def __init__(self, pattern: str, readers_dir: Path | None = None) -> None:
-        from harness.transport.pcsc import PcscTransport, list_readers
+    def __init__(
+        self,
+        pattern: str,
+        readers_dir: Path | None = None,
+        *,
+        guard: RealCardGuard | None = None,
+        card_wait_s: float = 5.0,
+    ) -> None:
+        """``guard``: the guard of this reader's earlier target in the session (set up again
+        after a lab fault): what it learnt about the card (a stopped card, a refused PIN, a
+        PIN whose value is lost) carries over. ``card_wait_s``: how long to wait for a card
+        (a card or emulator coming back after a fault)."""
+        from harness.transport.pcsc import PcscTransport, list_readers, wait_for_card
 
         readers = [r for r in list_readers() if re.search(pattern, r)]
         if len(readers) != 1:
@@ -331,7 +342,14 @@ class RealReaderTarget(GuardedCard, Target):
         self.profile = select_profile(
             self.name, load_profiles(readers_dir) if readers_dir else load_profiles()
         )
-        self.transport = self._guard(PcscTransport(self.name))
+        wait_for_card(self.name, card_wait_s)
+        if guard is not None and guard.name == self.name:
+            guard.attach(PcscTransport(self.name))
+            guard.forget_counters()  # the card was out of sight: read every counter again
+            self.guard = guard
+            self.transport = guard
+        else:
+            self.transport = self._guard(PcscTransport(self.name))
 
     def recover(self) -> None:
         """After a cut the card may have left the reader: wait for it, then connect anew."""
@@ -351,10 +369,15 @@ def _profile_for(name: str) -> ReaderProfile | None:
 
 
 def make_target(
-    spec: str, config: CardConfig, defect: str | None, readers_dir: Path | None = None
+    spec: str,
+    config: CardConfig,
+    defect: str | None,
+    readers_dir: Path | None = None,
+    *,
+    guard: RealCardGuard | None = None,
 ) -> Target:
     """``inprocess``, ``pcscd`` or ``reader:NAME-REGEX`` (its profile from ``readers_dir``,
-    by default the project's ``readers/``)."""
+    by default the project's ``readers/``; ``guard``: the earlier guard of that reader)."""
     profile = parse_profile(defect or "faithful")
     if spec == "inprocess":
         return InProcessTarget(config, profile)
@@ -364,5 +387,5 @@ def make_target(
     if spec.startswith("reader:"):
         if defect:
             raise TargetError("--pinloop-defect applies to emulated cards only")
-        return RealReaderTarget(spec[len("reader:") :], readers_dir)
+        return RealReaderTarget(spec[len("reader:") :], readers_dir, guard=guard)
     raise TargetError(f"unknown target {spec!r}; use inprocess, pcscd or reader:NAME")

@@ -287,7 +287,7 @@ def test_no_pin_with_showlocals_when_a_run_fails_unexpectedly(
 
     out = tmp_path / "reports"
     env = {"PINLOOP_TEST_FAULT": fault, "PINLOOP_TEST_FAULT_ON": "7391"}
-    args = ["-p", "tests.leak_faults", "-l", "--tb=long", "-vv", "-k", "jpki-auth"]
+    args = ["-p", "tests.host_faults", "-l", "--tb=long", "-vv", "-k", "jpki-auth"]
     emu = None
     if target == "inprocess":
         args += ["--pinloop-target", "inprocess"]

@@ -5,12 +5,18 @@ the APDU in flight is never sent again."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.pcsc_lab import require_pcsc
+from harness.emulator import CardState
+from harness.lab.pcscd import Pcscd
+from harness.target import env_name
+from tests.pcsc_lab import EmulatorProcess, require_pcsc
 from tests.support import ROOT, run_pytest
 
 HIT = "lock-at-exactly-n[jpki-auth]"
@@ -69,3 +75,84 @@ def test_a_fault_stops_its_scenario_and_the_run_goes_on(tmp_path: Path, fault: s
     fault_at = record["fault"]
     after = [s["apdu"] for s in record["seen"][fault_at["at"] :] if s["item"] == HIT]
     assert after in ([], [fault_at["apdu"]]), after
+
+
+def _real_reader_run(
+    pcscd: Pcscd, emu: EmulatorProcess, fault: str, tmp_path: Path
+) -> tuple[str, dict[str, str]]:
+    """Three scenarios on jpki-auth through a real-reader target; ``fault`` hits the emulator
+    process at the first VERIFY with the PIN (the start of the first scenario)."""
+    proc = run_pytest(
+        *(
+            str(ROOT / "scenarios" / f)
+            for f in ("correct-restores-max.pin.yaml", "status-query-is-free.pin.yaml")
+        ),
+        str(ROOT / "scenarios" / "verify-latency.pin.yaml"),
+        "-p",
+        "tests.host_faults",
+        "-p",
+        "no:randomly",
+        "-k",
+        "jpki-auth",
+        "--pinloop-target",
+        f"reader:^{pcscd.slots[0].reader}$",
+        "--pinloop-reports",
+        str(tmp_path),
+        env={
+            "PINLOOP_TEST_FAULT": fault,
+            "PINLOOP_TEST_FAULT_ON": "1234",
+            "PINLOOP_TEST_KILL_PID": str(emu.proc.pid),
+            env_name("jpki-auth"): "1234",
+        },
+        timeout=300,
+    )
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    return proc.stdout, {r["scenario"]: r["outcome"] for r in summary["results"]}
+
+
+def test_an_emulator_back_within_seconds_costs_one_scenario_only(
+    pcscd: Pcscd, template_state: CardState, tmp_path: Path
+) -> None:
+    """Killed at the start of the first scenario and started again 1.5 s later on the same
+    card state: that scenario is the lab's error, the next set-up waits for the card."""
+    emu = EmulatorProcess(template_state, tmp_path, pcscd.slots[0].url)
+    killed = threading.Event()
+
+    def bring_back() -> None:
+        end = time.monotonic() + 120
+        while emu.proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.05)
+        killed.set()
+        time.sleep(1.5)
+        emu.restart()
+
+    helper = threading.Thread(target=bring_back, daemon=True)
+    helper.start()
+    try:
+        out, outcomes = _real_reader_run(pcscd, emu, "kill", tmp_path)
+    finally:
+        helper.join(30)
+        emu.stop()
+    assert killed.is_set()
+    assert list(outcomes.values()) == ["error", "passed", "passed"], out[-3000:]
+    # pytest counts a lab fault raised in the call phase as failed; the summary says error
+    assert "2 passed" in out.splitlines()[-1], out[-2000:]
+    assert "lab fault on reader:" in out
+
+
+def test_a_hung_emulator_is_reported_as_not_answering(
+    pcscd: Pcscd, template_state: CardState, tmp_path: Path
+) -> None:
+    """SIGSTOP: the VERIFY in flight meets its deadline; what every later item says is that
+    cause, not what the fresh set-up ran into (a sharing violation with the hung command)."""
+    emu = EmulatorProcess(template_state, tmp_path, pcscd.slots[0].url)
+    try:
+        out, outcomes = _real_reader_run(pcscd, emu, "stop", tmp_path)
+    finally:
+        os.kill(emu.proc.pid, signal.SIGCONT)
+        emu.stop()
+    assert list(outcomes.values()) == ["error", "error", "error"], out[-3000:]
+    first = next(line for line in out.splitlines() if "lab fault on reader:" in line)
+    assert "deadline" in first or "did not answer" in first, out[-3000:]
+    later = [line for line in out.splitlines() if "broke earlier" in line]
+    assert later and all("deadline" in x or "did not answer" in x for x in later), out[-3000:]

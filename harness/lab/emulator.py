@@ -33,25 +33,36 @@ class EmulatorProcess:
     ) -> None:
         self.state_path = workdir / f"{name}.json"
         FileStore.create(self.state_path, state.copy(), overwrite=True)
-        ready = workdir / f"{name}.ready"
-        ready.unlink(missing_ok=True)
+        self.ready = workdir / f"{name}.ready"
         self.log_path = workdir / f"{name}.log"
-        args = [
+        self.args = [
             sys.executable,
             "-m",
             "harness.cli",
             "emulate",
             f"{self.state_path}@{url}",
             "--ready-file",
-            str(ready),
+            str(self.ready),
             "-v",
             *extra,
         ]
         if defect:
-            args += ["--defect", defect]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
-        deadline = time.monotonic() + timeout
+            self.args += ["--defect", defect]
+        self.timeout = timeout
+        self._start()
+
+    def restart(self) -> None:
+        """A new emulator process on the same card state (what it wrote is kept)."""
+        if self.proc.poll() is None:
+            self.stop()
+        self._start()
+
+    def _start(self) -> None:
+        ready = self.ready
+        ready.unlink(missing_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        deadline = time.monotonic() + self.timeout
         while not ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()

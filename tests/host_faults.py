@@ -1,4 +1,4 @@
-"""A pytest plugin for the PIN-leak tests: runs that fail in ways nobody planned.
+"""A pytest plugin for runs that fail in ways nobody planned (``-p tests.host_faults``).
 
 ``PINLOOP_TEST_FAULT`` chooses the fault, on the first VERIFY of the run that presents the
 PIN ``PINLOOP_TEST_FAULT_ON`` (so that the right PIN is in the frames of the traceback), or on
@@ -9,7 +9,8 @@ the third VERIFY with data without it:
 - ``card-crash``: the emulated card raises inside its comparison of the PIN (in-process and
   pcscd targets, where the card runs in this process);
 - ``kill``: the emulator process named by ``PINLOOP_TEST_KILL_PID`` is killed (a crash of an
-  emulator behind a real-reader target).
+  emulator behind a real-reader target);
+- ``stop``: that process is stopped with SIGSTOP (a card or emulator that hangs).
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ def pytest_configure(config: pytest.Config) -> None:
                 if fault == "typeerror":
                     pin = cmd.data
                     raise TypeError(f"injected fault with {len(pin)} bytes in a frame")
-                if fault == "kill":
-                    os.kill(int(os.environ["PINLOOP_TEST_KILL_PID"]), signal.SIGKILL)
+                if fault in ("kill", "stop"):
+                    sig = signal.SIGKILL if fault == "kill" else signal.SIGSTOP
+                    os.kill(int(os.environ["PINLOOP_TEST_KILL_PID"]), sig)
             return _original(self, cmd)
 
         cls.transmit = transmit  # type: ignore[method-assign]
