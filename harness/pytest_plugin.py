@@ -40,6 +40,7 @@ from harness.errors import (
 from harness.guard import RealCardGuard, Refused
 from harness.lab.pcscd import LabError
 from harness.report.allure_report import (
+    SafeFileLogger,
     attach_log,
     attach_timing,
     collection_markers,
@@ -98,7 +99,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("pinloop_file_pattern", "regex of scenario file names", default=DEFAULT_PATTERN)
 
 
+@pytest.hookimpl(trylast=True)  # after allure-pytest has registered its file logger
 def pytest_configure(config: pytest.Config) -> None:
+    from harness.report.allure_report import protect_file_logger
+
+    config.stash[_ALLURE] = protect_file_logger(config.add_cleanup)
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     config.stash[_POOL] = TargetPool(config)
@@ -188,15 +193,31 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if hasattr(config, "workerinput"):
         return  # xdist workers: the controller writes the session's files
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
     reports = config.getoption("--pinloop-reports")
     if reports:
-        config.stash[_SUMMARY].write(Path(reports))
+        try:
+            config.stash[_SUMMARY].write(Path(reports))
+        except OSError as exc:  # a full or read-only disk: said, and the other outputs go on
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            if reporter is not None:
+                reporter.write_line(f"pinloop: the summary could not be written: {exc}", red=True)
     alluredir = config.getoption("allure_report_dir", None)
     if alluredir:
         from harness.report.allure_report import write_environment
 
         readers = sorted(config.stash[_READERS].values(), key=lambda r: (r["name"], r["target"]))
-        write_environment(Path(alluredir), readers)
+        try:
+            write_environment(Path(alluredir), readers)
+        except OSError as exc:
+            if reporter is not None:
+                reporter.write_line(f"pinloop: Allure environment not written: {exc}", yellow=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    safe = config.stash.get(_ALLURE, None)
+    if safe is not None and safe.describe():
+        terminalreporter.write_line(f"pinloop: {safe.describe()}", yellow=True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -311,6 +332,7 @@ def describe_target(spec: str, target: Target) -> dict[str, str]:
 
 
 _POOL = pytest.StashKey[TargetPool]()
+_ALLURE = pytest.StashKey[SafeFileLogger | None]()
 _SUMMARY = pytest.StashKey[Summary]()
 _READERS = pytest.StashKey[dict[str, dict[str, str]]]()
 

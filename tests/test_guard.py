@@ -230,3 +230,45 @@ def test_a_blocked_or_nearly_blocked_pin_is_a_lab_fault_before_anything(
     store.state.pins["jpki-auth"].remaining = 0
     got = _run(target, _scenarios("wrong-twice-a.hostile.yaml")[0])
     assert got.startswith("error: jpki-auth is blocked"), got
+
+
+def test_the_guards_memory_survives_a_fresh_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a lab fault the pool sets a real reader up again; a card the guard stopped stays
+    stopped (a new guard would have forgotten it and sent tries again)."""
+    from harness import pytest_plugin as P
+    from harness.cards.jpki import FACTS
+    from harness.guard import RealCardGuard
+    from harness.secret import Secret
+
+    class Inner:
+        name = "Reader X"
+        last_wire_ns = 0
+
+        def close(self) -> None:
+            pass
+
+    class Fake:
+        def __init__(self, guard: RealCardGuard) -> None:
+            self.guard = guard
+
+        def close(self) -> None:
+            pass
+
+    given: list[object] = []
+
+    def make(*args: object, guard: RealCardGuard | None = None) -> Fake:
+        given.append(guard)
+        return Fake(guard or RealCardGuard(Inner(), FACTS, lambda pin: Secret(b"1234")))  # type: ignore[arg-type]
+
+    class Config:
+        def getoption(self, name: str, default: object = None) -> object:
+            return {"--pinloop-card": str(P.DEFAULT_CONFIG_PATH)}.get(name, default)
+
+    monkeypatch.setattr(P, "make_target", make)
+    pool = P.TargetPool(Config())  # type: ignore[arg-type]
+    first = pool.get("reader:X")
+    first.guard.stopped = "the right PIN did not restore jpki-auth"  # type: ignore[attr-defined]
+    pool.mark_faulted("reader:X", "card removed")
+    second = pool.get("reader:X")
+    assert given == [None, first.guard]  # type: ignore[attr-defined]
+    assert second.guard.stopped == "the right PIN did not restore jpki-auth"  # type: ignore[attr-defined]

@@ -322,3 +322,41 @@ def test_no_pin_with_showlocals_when_a_run_fails_unexpectedly(
     (out / "stdout.txt").write_text(text)
     assert (out / "junit.xml").exists() and list((out / "allure-results").glob("*.json"))
     assert _leaks(out) == []
+
+
+def test_a_full_allure_disk_loses_no_other_result(tmp_path: Path) -> None:
+    """Allure results on a 16 KiB tmpfs that fills up mid-run: the run ends normally with
+    every result in JUnit and the summary, and says once what Allure lost."""
+    import os
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)], check=True)
+    try:
+        out = tmp_path / "reports"
+        card = tmp_path / "card.yaml"
+        card.write_text(CARD)
+        proc = run_pytest(
+            str(ROOT / "scenarios"),
+            "--pinloop-card",
+            str(card),
+            "--alluredir",
+            str(mnt / "allure-results"),
+            "--pinloop-reports",
+            str(out),
+            "--junitxml",
+            str(out / "junit.xml"),
+            "-k",
+            "jpki-auth",
+        )
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]
+    assert "INTERNALERROR" not in text
+    assert text.count("Allure results could not be written") == 1, text[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["results"]) == 18
+    assert (out / "junit.xml").read_text().count("<testcase") == 18

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import allure
+import allure_commons
 import pytest
 
 from harness import __version__
@@ -201,3 +202,81 @@ def write_environment(alluredir: Path, readers: list[dict[str, str]]) -> None:
         "".join(f"{k}={str(v).replace(chr(10), ' ')}\n" for k, v in props.items())
     )
     (alluredir / "categories.json").write_text(json.dumps(CATEGORIES, indent=1))
+
+
+class SafeFileLogger:
+    """allure-pytest's file logger, with a full or failing disk reported instead of fatal.
+
+    allure-pytest writes each result from inside pytest's hooks; an OSError there (ENOSPC,
+    EROFS) ends the whole session with INTERNALERROR, before JUnit and the summary are
+    written. Here a failed write is counted and reported once; the run and its other reports
+    go on; what was lost is said at the end of the run (not when it happens: during a test
+    pytest captures the terminal).
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.failed = 0
+        self.first = ""
+
+    def describe(self) -> str:
+        """What was lost, for the end of the run ("" when nothing was)."""
+        if not self.failed:
+            return ""
+        return (
+            f"Allure results could not be written ({self.failed} writes failed, the first: "
+            f"{self.first}); the run went on, JUnit and the summary are complete"
+        )
+
+    def _guarded(self, what: str, call: Callable[[], None]) -> None:
+        try:
+            call()
+        except OSError as exc:
+            self.failed += 1
+            if self.failed == 1:
+                self.first = f"{what}: {exc.strerror or exc}"
+
+    @allure_commons.hookimpl
+    def report_result(self, result: Any) -> None:
+        self._guarded("a result", lambda: self.inner.report_result(result))
+
+    @allure_commons.hookimpl
+    def report_container(self, container: Any) -> None:
+        self._guarded("a container", lambda: self.inner.report_container(container))
+
+    @allure_commons.hookimpl
+    def report_attached_file(self, source: Any, file_name: Any) -> None:
+        self._guarded("an attachment", lambda: self.inner.report_attached_file(source, file_name))
+
+    @allure_commons.hookimpl
+    def report_attached_data(self, body: Any, file_name: Any) -> None:
+        self._guarded("an attachment", lambda: self.inner.report_attached_data(body, file_name))
+
+    @allure_commons.hookimpl
+    def report_globals(self, globals_item: Any) -> None:
+        self._guarded("globals", lambda: self.inner.report_globals(globals_item))
+
+
+def protect_file_logger(
+    add_cleanup: Callable[[Callable[[], None]], None],
+) -> SafeFileLogger | None:
+    """Put :class:`SafeFileLogger` in place of allure-pytest's file logger, if it runs.
+
+    At the end the original goes back in (allure-pytest's own clean-up unregisters it by
+    name, after ours: clean-ups run last in, first out)."""
+    from allure_commons.logger import AllureFileLogger
+
+    manager = allure_commons.plugin_manager
+    for plugin in list(manager.get_plugins()):
+        if isinstance(plugin, AllureFileLogger):
+            safe = SafeFileLogger(plugin)
+            manager.unregister(plugin)
+            manager.register(safe)
+
+            def restore(plugin: Any = plugin, safe: SafeFileLogger = safe) -> None:
+                manager.unregister(safe)
+                manager.register(plugin)
+
+            add_cleanup(restore)
+            return safe
+    return None
