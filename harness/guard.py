@@ -153,9 +153,11 @@ class RealCardGuard:
         self.inner.close()
 
     def attach(self, inner: Transport) -> None:
-        """A new connection to the same reader (after a power cut or a removal)."""
+        """A new connection to the same reader (after a power cut or a removal): the card
+        may not be the same one, so every counter is read again before the next try."""
         self.inner = inner
         self._unselect()
+        self.forget_counters()
 
     def transmit(self, cmd: CommandAPDU) -> ResponseAPDU:
         self.last_extra_ns = 0
@@ -372,7 +374,9 @@ class RealCardGuard:
             self._check_restored(w, p2, left)
             return
         if w.known is not None and left < w.known:
-            again = self._own_query(p2)
+            # read again to tell a query that costs a try from an unexplained drop, unless
+            # that read could be the one that blocks the PIN
+            again = self._own_query(p2) if left >= 2 else None
             why = (
                 f"the status query of {w.pin} costs a try ({w.known}, then {left}, then {again})"
                 if again is not None and again < left
@@ -472,7 +476,7 @@ class RealCardGuard:
             w.known = left
             w.top = left if w.top is None else max(w.top, left)
             return
-        again = self._own_query(p2)
+        again = self._own_query(p2) if left >= 2 else None  # never the read that blocks
         w.known = again
         if again is not None and again < left:
             self._stop(f"the status query of {w.pin} costs a try ({left}, then {again})")
@@ -526,13 +530,14 @@ class RealCardGuard:
         resp = self.transmit(CommandAPDU(0x00, 0x20, 0x00, p2, w.value.reveal()))
         if not resp.ok:
             left = SW.retries_left(resp.sw)
+            if left is None:  # not a verdict on the PIN: e.g. 65 81, the card's memory failed
+                raise GuardSetupError(
+                    f"the card in {self.name} answered {SW.describe(resp.sw)} to the VERIFY of "
+                    f"{pin} with the PIN given; its counter is not known"
+                )
             raise GuardSetupError(
                 f"the PIN given for {pin} is not accepted by the card in {self.name} "
-                + (
-                    f"({left} tries left; it is not tried again in this session)"
-                    if left is not None
-                    else f"(it answered {SW.describe(resp.sw)})"
-                )
+                f"({left} tries left; it is not tried again in this session)"
             )
         second = self._own_query(p2)
         third = self._own_query(p2)
