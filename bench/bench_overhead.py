@@ -1,12 +1,14 @@
 """The harness's own timing overhead per APDU, measured side by side in one run.
 
 For each path the same status query (``00 20 00 80``) goes out in interleaved blocks through
-three layers, each timed from outside on the monotonic ns clock:
+four layers, each timed from outside on the monotonic ns clock:
 
 - **raw**: the bare call to the card (``EmulatedCard.transmit`` on bytes in-process; pyscard's
   ``SCardTransmit`` on the same connection through pcscd);
 - **transport**: the harness's ``transmit()`` (APDU objects, deadline, T=0 handling, the wire
   clock);
+- **guarded**: the same transport behind the real-card guard, as every APDU to a real card
+  goes (selection and counter bookkeeping, the answer checked against its model);
 - **runner**: ``Runner.tx`` as scenarios use it (also the trace line and the latency record).
 
 It prints the median per layer, what each adds over raw, and the overhead the harness itself
@@ -31,9 +33,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.apdu import commands as C
+from harness.cards.jpki import FACTS
 from harness.emulator import EmulatedCard, MemoryStore, load_card_config, personalise
+from harness.guard import RealCardGuard
 from harness.runner import Runner
 from harness.scenario.model import Scenario
+from harness.secret import Secret
 from harness.target import Target
 from harness.transport.base import Transport
 from harness.transport.inprocess import InProcessTransport
@@ -91,6 +96,16 @@ def clock_cost() -> float:
     return (time.perf_counter_ns() - t) / n
 
 
+def _guarded(transport: Transport) -> RealCardGuard:
+    """The real-card guard over ``transport``, with jpki-auth selected and its counter known."""
+    config = load_card_config()
+    guard = RealCardGuard(transport, FACTS, lambda pin: Secret(config.secrets()[pin].encode()))
+    guard.transmit(C.select_df(JPKI))
+    guard.transmit(C.select_ef(0x0018))
+    guard.transmit(C.pin_status())
+    return guard
+
+
 def in_process(n: int) -> None:
     card = EmulatedCard(MemoryStore(personalise(load_card_config())))
     transport = InProcessTransport(card)
@@ -99,10 +114,12 @@ def in_process(n: int) -> None:
     transport.transmit(C.select_ef(0x0018))
     cmd = C.pin_status()
     raw = cmd.to_bytes()
+    guard = _guarded(transport)
     medians = measure(
         {
             "raw": lambda: card.transmit(raw),
             "transport": lambda: transport.transmit(cmd),
+            "guarded": lambda: guard.transmit(cmd),
             "runner": lambda: runner.tx(cmd),
         },
         n,
@@ -133,10 +150,12 @@ def through_pcscd(n: int) -> None:
                 cmd = C.pin_status()
                 raw = list(cmd.to_bytes())
                 handle, proto = transport._card, transport._protocol
+                guard = _guarded(transport)
                 medians = measure(
                     {
                         "raw": lambda: S.SCardTransmit(handle, proto, raw),
                         "transport": lambda: transport.transmit(cmd),
+                        "guarded": lambda: guard.transmit(cmd),
                         "runner": lambda: runner.tx(cmd),
                     },
                     n,
