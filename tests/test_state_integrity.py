@@ -809,6 +809,45 @@ def test_read_only_opens_share_the_card_and_write_nothing(
     assert not journal.exists()  # a read-only open creates nothing
 
 
+# -- read-only media and odd paths ------------------------------------------------------------
+def test_read_only_media(
+    tmpfs: Callable[[int], Path],
+    template_state: CardState,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fs = tmpfs(256 * 1024)
+    path = fs / "card.json"
+    FileStore.create(path, template_state.copy())
+    store = FileStore.open(path)
+    store.write_pin("jpki-auth", remaining=0)
+    store.write_pin("kenhojo-pin", remaining=2)
+    store.close()
+    remount(fs, "ro")
+    try:
+        assert main(["card", "show", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert "jpki-auth" in out and "0/3" in out and "BLOCKED" in out and "2/3" in out
+        assert loaded(path)["kenhojo-pin"][0] == 2
+        for argv in (
+            ["card", "apdu", str(path), "00A4040C0AD392F000260100000001"],
+            ["card", "new", str(path), "--force"],
+        ):
+            assert main(argv) == 2, argv
+            err = one_error_line(capsys.readouterr().err)
+            assert "Read-only file system" in err and str(fs) in err, err
+        r = run_cli("emulate", f"{path}@socket://127.0.0.1:1")
+        assert r.returncode == 2 and "Read-only file system" in one_error_line(r.stderr)
+        with pytest.raises(CardStateError, match="Read-only file system"):
+            FileStore.open(path)
+        remount(fs, "rw")
+        FileStore.journal_path(path).unlink()  # no journal: a read-only open needs none
+        remount(fs, "ro")
+        assert main(["card", "show", str(path)]) == 0
+        assert "3/3" in capsys.readouterr().out
+    finally:
+        remount(fs, "rw")
+
+
 def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "harness.cli", *argv],
@@ -852,3 +891,15 @@ def test_a_fifo_or_a_directory_as_state_fails_fast(
     journal.mkdir()
     r = run_cli("card", "apdu", str(path), "00A4000C")
     assert r.returncode == 2 and f"{journal}: a directory" in one_error_line(r.stderr)
+
+
+def test_any_os_error_of_a_card_command_is_one_line(
+    tmp_path: Path, template_state: CardState
+) -> None:
+    path = tmp_path / "card.json"
+    FileStore.create(path, template_state.copy())
+    ready = tmp_path / "no-such-folder" / "ready.json"
+    r = run_cli("emulate", f"{path}@socket://127.0.0.1:1", "--ready-file", str(ready))
+    assert r.returncode == 2
+    assert one_error_line(r.stderr) == f"pinloop: {ready}: No such file or directory"
+    assert loaded(path)["jpki-auth"][0] == 3
