@@ -7,6 +7,7 @@ Errors print as one or a few lines, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -21,8 +22,24 @@ from harness.emulator import EmulatedCard, FileStore, load_card_config, parse_pr
 from harness.emulator.config import DEFAULT_CONFIG_PATH
 from harness.emulator.layout import PINS
 from harness.emulator.models import MODELS
-from harness.errors import DeviceDefect, HarnessError
+from harness.errors import CardStateError, DeviceDefect, HarnessError
 from harness.readerprofile import READERS_DIR
+
+
+def _state_errors(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command on card state files: an OSError (read-only or full disk, a directory or a
+    FIFO as the state) ends it as a one-line error, like any CardStateError."""
+
+    @functools.wraps(cmd)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return cmd(args)
+        except OSError as exc:
+            where = exc.filename if exc.filename is not None else getattr(args, "state", None)
+            why = exc.strerror or str(exc)
+            raise CardStateError(f"{where}: {why}" if where else why) from None
+
+    return run
 
 
 def _open_card(state: str, defect: str | None) -> EmulatedCard:
@@ -32,6 +49,7 @@ def _open_card(state: str, defect: str | None) -> EmulatedCard:
     return card
 
 
+@_state_errors
 def cmd_card_new(args: argparse.Namespace) -> int:
     config = load_card_config(args.config)
     state = personalise(config)
@@ -43,8 +61,9 @@ def cmd_card_new(args: argparse.Namespace) -> int:
     return 0
 
 
+@_state_errors
 def cmd_card_show(args: argparse.Namespace) -> int:
-    store = FileStore.open(args.state)
+    store = FileStore.open(args.state, readonly=True)  # writes nothing: read-only media work
     try:
         st = store.state
         print(f"card {st.name!r}  model {st.model}  ATR {to_hex(MODELS[st.model].atr)}")
@@ -62,6 +81,7 @@ def cmd_card_show(args: argparse.Namespace) -> int:
     return 0
 
 
+@_state_errors
 def cmd_card_apdu(args: argparse.Namespace) -> int:
     """Send APDUs (hex) to a card; the word POWER power-cycles it in between."""
     card = _open_card(args.state, args.defect)
@@ -144,6 +164,7 @@ def _describe(servers: list[Any]) -> list[dict[str, str]]:
     ]
 
 
+@_state_errors
 def cmd_emulate(args: argparse.Namespace) -> int:
     """Serve emulated cards on links until SIGTERM/SIGINT; one ``STATE[@URL]`` per card."""
     import json

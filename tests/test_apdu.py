@@ -125,6 +125,8 @@ def test_status_word_table() -> None:
     assert "blocked" in SW.describe(0x6984)
     assert "2 tries left" in SW.describe(0x63C2)
     assert "not used" in SW.describe(0x6F00)
+    assert SW.is_card_status_word(SW.MEMORY_FAILURE) and SW.MEMORY_FAILURE == 0x6581
+    assert SW.describe(0x6581) == "6581 (memory failure (the card could not write its NVM))"
     assert SW.classify(0x63C1) is SW.SWClass.WARNING_NVM_CHANGED
     assert SW.classify(0x6700) is SW.SWClass.ERROR_NVM_UNCHANGED
     assert SW.classify(0x6110) is SW.SWClass.TRANSPORT

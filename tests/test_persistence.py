@@ -110,7 +110,7 @@ def test_each_write_is_one_journal_line_and_a_torn_line_is_dropped(
     host.verify("jpki-auth", b"0000")
     assert journal.read_bytes().count(b"\n") == 2
     host.card.store.close()
-    # a host crash can leave half a line, or a line whose CRC does not match
+    # a write that did not finish leaves part of a line, without its newline
     lines = journal.read_bytes().split(b"\n")
     journal.write_bytes(lines[0] + b"\n" + lines[1][: len(lines[1]) // 2])
     again = _open(state_path, card_config)
@@ -251,8 +251,14 @@ def test_journal_lines_are_json_with_a_crc() -> None:
     body, crc = line.rstrip(b"\n").split(b"\t")
     assert json.loads(body) == {"e": 3, "p": "jpki-sign", "r": 4, "v": b"AB12CD".hex()}
     assert int(crc, 16) == zlib.crc32(body)
-    assert list(state_mod._parse_journal(line + state_mod._journal_line(3, "x", 1, None))) == [
-        {"e": 3, "p": "jpki-sign", "r": 4, "v": b"AB12CD".hex()},
-        {"e": 3, "p": "x", "r": 1},
-    ]
-    assert list(state_mod._parse_journal(line.replace(b'"r":4', b'"r":5'))) == []  # bad CRC
+    journal = Path("card.json.journal")
+    raw = line + state_mod._journal_line(3, "jpki-auth", 1, None)
+    assert state_mod._parse_journal(journal, raw) == (
+        [
+            state_mod._Record(3, "jpki-sign", 4, b"AB12CD"),
+            state_mod._Record(3, "jpki-auth", 1, None),
+        ],
+        len(raw),
+    )
+    with pytest.raises(CardStateError, match=r"card.json.journal:1: corrupt journal line: CRC"):
+        state_mod._parse_journal(journal, line.replace(b'"r":4', b'"r":5'))

@@ -5,6 +5,9 @@ carries a count. :func:`describe` names any SW, known to this table or not.
 
 The *NVM* column follows ISO/IEC 7816-4 §5.1.3: SW1 ``63``/``65`` means non-volatile memory
 changed, any other ``6X`` means it did not. The harness's counter oracle relies on it.
+The emulated card answers ``65 81`` (memory failure) when a write to its state fails; the
+write that failed did not happen, but an earlier write of the same command (VERIFY's
+decrement before a failed restore) did.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class SWInfo:
 
 
 OK = 0x9000
+MEMORY_FAILURE = 0x6581
 WRONG_LENGTH = 0x6700
 LOGICAL_CHANNEL_NOT_SUPPORTED = 0x6881
 SM_NOT_SUPPORTED = 0x6882
@@ -53,6 +57,11 @@ _TABLE: dict[int, SWInfo] = {
     info.sw: info
     for info in (
         SWInfo(OK, "OK", "normal processing"),
+        SWInfo(
+            MEMORY_FAILURE,
+            "MEMORY_FAILURE",
+            "memory failure (the card could not write its NVM)",
+        ),
         SWInfo(WRONG_LENGTH, "WRONG_LENGTH", "wrong length (Lc or Le)"),
         SWInfo(
             LOGICAL_CHANNEL_NOT_SUPPORTED,

@@ -19,12 +19,15 @@ VERIFY is ordered to resist tearing: the decremented counter is written (durably
 :mod:`harness.emulator.state`) *before* the comparison, and a correct PIN then writes the
 maximum back. Every NVM write passes a named **write point** (:data:`WRITE_POINTS`) where a
 ``write_hook`` may cut power, before or after the write, by raising
-:class:`~harness.errors.CardPowerLost`.
+:class:`~harness.errors.CardPowerLost`. A write the store fails (a full disk) did not happen:
+the command answers ``65 81`` (memory failure) and the cause is logged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -47,7 +50,9 @@ from harness.emulator.layout import (
 from harness.emulator.models import MODELS, CardModel
 from harness.emulator.personalise import personalise
 from harness.emulator.state import MemoryStore, PinState, StateStore
-from harness.errors import APDUFormatError, CardNotPowered, CardPowerLost
+from harness.errors import APDUFormatError, CardNotPowered, CardPowerLost, CardStateError
+
+log = logging.getLogger(__name__)
 
 #: Every place the card writes NVM. Tearing tests cut power before or after each.
 WRITE_POINTS: tuple[str, ...] = (
@@ -67,6 +72,10 @@ COMPARE_EVENT = "verify.compare"
 WriteHook = Callable[[str, str], None]
 
 FAITHFUL = PROFILES["faithful"]
+
+
+class _WriteFailed(Exception):
+    """The store could not write NVM (logged); the command ends with 65 81."""
 
 
 def _r(sw: int, data: bytes = b"") -> ResponseAPDU:
@@ -135,7 +144,8 @@ class EmulatedCard:
         if self.defects.power_cycle_resets_counter:
             for pin_id, pin in self.store.state.pins.items():
                 if pin.remaining != pin.max_tries:
-                    self._write("power-on.restore", pin_id, remaining=pin.max_tries)
+                    with contextlib.suppress(_WriteFailed):  # logged; the counter stays
+                        self._write("power-on.restore", pin_id, remaining=pin.max_tries)
         return self.atr
 
     def reset(self) -> bytes:
@@ -194,7 +204,10 @@ class EmulatedCard:
             return _r(SW.INS_NOT_SUPPORTED)
         if cmd.is_extended and not self.model.extended_length:
             return _r(SW.WRONG_LENGTH)
-        return handler(cmd)
+        try:
+            return handler(cmd)
+        except _WriteFailed:
+            return _r(SW.MEMORY_FAILURE)
 
     def _delay(self) -> None:
         if self.defects.fixed_delay_ms:
@@ -207,7 +220,21 @@ class EmulatedCard:
         hook = self.write_hook
         if hook is not None:
             self._at_write_point(hook, point, "before")
-        self.store.write_pin(pin_id, remaining=remaining, value=value)
+        try:
+            self.store.write_pin(pin_id, remaining=remaining, value=value)
+        except (CardStateError, OSError) as exc:
+            # the write did not happen; the command must not answer as if it had, nor as if
+            # the PIN were wrong
+            answer = "power-on goes on" if point == "power-on.restore" else "answering 65 81"
+            log.error(
+                "card %r: the write of %s at %s failed, %s: %s",
+                self.store.state.name,
+                pin_id,
+                point,
+                answer,
+                exc,
+            )
+            raise _WriteFailed from exc
         if hook is not None:
             self._at_write_point(hook, point, "after")
 
