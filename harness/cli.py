@@ -183,7 +183,10 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         info = _describe(servers)
         if args.ready_file:  # whole or not at all: a reader polls for it
             tmp = Path(args.ready_file + ".tmp")
-            tmp.write_text(json.dumps(info, indent=1))
+            try:
+                tmp.write_text(json.dumps(info, indent=1))
+            except OSError as exc:  # named as the file the user gave
+                raise OSError(exc.errno, exc.strerror, args.ready_file) from None
             os.replace(tmp, args.ready_file)
         for r in info:
             print(
