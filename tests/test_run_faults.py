@@ -156,3 +156,43 @@ def test_a_hung_emulator_is_reported_as_not_answering(
     assert "deadline" in first or "did not answer" in first, out[-3000:]
     later = [line for line in out.splitlines() if "broke earlier" in line]
     assert later and all("deadline" in x or "did not answer" in x for x in later), out[-3000:]
+
+
+def test_a_full_disk_under_the_emulator_is_named_as_such(
+    pcscd: Pcscd, template_state: CardState, tmp_path: Path
+) -> None:
+    """The emulated card's state on a full tmpfs: its writes fail, it answers 65 81 (memory
+    failure), and the lab is told that, not that the PIN given is wrong."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    emu = None
+    try:
+        emu = EmulatorProcess(template_state, mnt, pcscd.slots[0].url)
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        out, outcomes = _real_reader_run(pcscd, emu, "", tmp_path / "reports")
+        (mnt / "filler").unlink()
+        emu.stop()
+        from harness.emulator import FileStore
+
+        store = FileStore.open(emu.state_path)
+        try:
+            assert store.state.pins["jpki-auth"].remaining == 3  # nothing was half-written
+        finally:
+            store.close()
+    finally:
+        if emu is not None:
+            emu.stop()
+        subprocess.run(["umount", str(mnt)], check=False)
+    assert set(outcomes.values()) == {"error"}, out[-3000:]
+    assert "65 81" in out or "6581" in out, out[-3000:]
+    assert "memory failure" in out and "is not accepted" not in out, out[-3000:]
