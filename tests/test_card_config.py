@@ -8,6 +8,7 @@ import pytest
 
 from harness.emulator.config import DEFAULT_CONFIG_PATH, load_card_config, wareki_yymmdd
 from harness.errors import ConfigError
+from tests.bounded import Outcome, laughs, measure
 
 
 def test_default_card() -> None:
@@ -81,3 +82,34 @@ def test_mistakes_are_reported_with_file_and_line(
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         load_card_config(tmp_path / "nope.yaml")
+
+
+#: small inputs that used to hang or explode: (text, line, words); each is measured in a
+#: bounded child process (tests/bounded.py): refused within 2 s and 200 MB
+BOUNDED = [
+    (
+        "name: x\n" + laughs().replace("x-i: &i", "identity:\n  name: &i"),
+        6,
+        "aliases repeat more than",
+    ),
+    ("name: x\nidentity: &a\n  name: *a\n", 3, "recursive"),
+]
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, Outcome]]:
+    tmp = tmp_path_factory.mktemp("bounded")
+    paths = []
+    for i, (text, _, _) in enumerate(BOUNDED):
+        paths.append(tmp / f"card{i}.yaml")
+        paths[-1].write_text(text, encoding="utf-8")
+    return list(zip(paths, measure([("card", str(p)) for p in paths]), strict=True))
+
+
+@pytest.mark.parametrize("case", range(len(BOUNDED)))
+def test_small_inputs_that_used_to_explode(case: int, bounded: list[tuple[Path, Outcome]]) -> None:
+    _, line, words = BOUNDED[case]
+    path, out = bounded[case]
+    out.check()
+    assert out.path == str(path) and out.line == line, out.text
+    assert f"{path}:{line}" in out.text and words in out.text, out.text

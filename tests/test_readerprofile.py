@@ -8,6 +8,7 @@ import pytest
 
 from harness.errors import ConfigError
 from harness.readerprofile import UnknownReader, load_profile, load_profiles, select_profile
+from tests.bounded import Outcome, laughs, measure
 
 
 def test_the_shipped_profiles_load_and_match_virtual_readers() -> None:
@@ -79,3 +80,30 @@ def test_budgets_with_a_marginal_zone() -> None:
         "over",
     ]
     assert Budget(2.0).judge(1.99) == "within"
+
+
+#: small inputs that used to hang or explode: (text, line, words), each measured in a bounded
+#: child process (tests/bounded.py): refused within 2 s and 200 MB
+BOUNDED = [
+    (
+        "name: x\nmatch: a\ninterface: contact\n" + laughs().replace("x-i: &i", "notes: &i"),
+        8,
+        "aliases",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, Outcome]]:
+    tmp = tmp_path_factory.mktemp("bounded")
+    paths = [_write(tmp, f"p{i}", text) for i, (text, _, _) in enumerate(BOUNDED)]
+    return list(zip(paths, measure([("reader", str(p)) for p in paths]), strict=True))
+
+
+@pytest.mark.parametrize("case", range(len(BOUNDED)))
+def test_small_inputs_that_used_to_explode(case: int, bounded: list[tuple[Path, Outcome]]) -> None:
+    _, line, words = BOUNDED[case]
+    path, out = bounded[case]
+    out.check()
+    assert out.path == str(path) and out.line == line, out.text
+    assert f"{path}:{line}" in out.text and words in out.text, out.text

@@ -9,12 +9,27 @@ from typing import Any
 
 import jsonschema
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer, ComposerError
+from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.nodes import MappingNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
+from ruamel.yaml.scanner import RoundTripScanner, ScannerError
 
-from harness.errors import ConfigError, SourceLocation
+from harness.errors import ConfigError, SourceLocation, shorten
 
 _SNIPPET_CONTEXT = 1
+#: a snippet line longer than this is cut (the error stays one screen)
+_SNIPPET_WIDTH = 160
+#: the nodes that aliases (``*name``) may repeat in one file, all aliases together. A few
+#: hundred bytes of nested aliases (a "billion laughs") expand to 10^9 nodes: gigabytes in
+#: memory, and every walk of the data (the schema, the loader) takes as long. The project's
+#: own files use no aliases.
+ALIAS_BUDGET = 10_000
+#: levels of flow collections (``[`` and ``{``) in one another. ruamel's scanner costs the
+#: open levels for every token (6 KB of ``[`` took 4 s), and its parser recurses per level.
+MAX_FLOW_DEPTH = 100
 
 
 @dataclass(frozen=True)
@@ -33,7 +48,8 @@ class LoadedYAML:
         lo = max(1, line - _SNIPPET_CONTEXT)
         hi = min(len(lines), line + _SNIPPET_CONTEXT)
         return "\n".join(
-            f"{'>' if n == line else ' '}{n:4d}  {lines[n - 1]}" for n in range(lo, hi + 1)
+            f"{'>' if n == line else ' '}{n:4d}  {shorten(lines[n - 1], _SNIPPET_WIDTH)}"
+            for n in range(lo, hi + 1)
         )
 
     def error(
@@ -48,6 +64,109 @@ def _code(c: object) -> int:
     return ord(c) if isinstance(c, str) else int(c)  # type: ignore[call-overload]
 
 
+class _TooDeepError(ScannerError):
+    """Flow collections nested deeper than :data:`MAX_FLOW_DEPTH`."""
+
+
+class _DepthScanner(RoundTripScanner):
+    """ruamel's round-trip scanner, refusing flow collections nested too deeply."""
+
+    def fetch_flow_collection_start(self, TokenClass: Any, to_push: str) -> None:
+        if len(self.flow_context) >= MAX_FLOW_DEPTH:
+            raise _TooDeepError(
+                None,
+                None,
+                f"nested too deeply (more than {MAX_FLOW_DEPTH} levels of [ ] and {{ }})",
+                self.reader.get_mark(),
+            )
+        super().fetch_flow_collection_start(TokenClass, to_push)
+
+
+class _AliasBudgetError(ComposerError):
+    """Aliases that repeat too much, or a node that contains an alias of itself."""
+
+
+class _BudgetComposer(Composer):
+    """ruamel's composer, charging every alias with the size of the node it repeats.
+
+    An alias makes the loaded data share the node, but everything that walks the data (the
+    schema's validator, the loaders, error messages) sees it expanded. Sizes are counted on
+    the composed nodes, each node once, so the count itself is linear in the file.
+    """
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader=loader)
+        self._sizes: dict[int, int] = {}
+        self._repeated = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.parser.check_event(AliasEvent):
+            event = self.parser.peek_event()
+            node = self.anchors.get(event.anchor)
+            if node is not None:
+                self._charge(event.anchor, node, event.start_mark)
+        return super().compose_node(parent, index)
+
+    def _charge(self, anchor: str, node: Any, mark: Any) -> None:
+        if isinstance(node, (MappingNode, SequenceNode)) and node.end_mark is None:
+            raise _AliasBudgetError(
+                None, None, f"alias *{anchor} is inside the node it names (a recursive value)", mark
+            )
+        size = self._size(node)
+        self._repeated += size
+        if self._repeated > ALIAS_BUDGET:
+            raise _AliasBudgetError(
+                None,
+                None,
+                f"aliases repeat more than {ALIAS_BUDGET} nodes (*{anchor} repeats {size}, "
+                f"{self._repeated} in all so far)",
+                mark,
+            )
+
+    def _size(self, root: Any) -> int:
+        """Nodes in ``root`` with aliases expanded (iterative: nesting may be deep)."""
+        sizes = self._sizes
+        stack: list[tuple[Any, bool]] = [(root, False)]
+        while stack:
+            node, children_done = stack.pop()
+            if id(node) in sizes:
+                continue
+            children = _children(node)
+            if children_done:
+                sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            else:
+                stack.append((node, True))
+                stack.extend((c, False) for c in children if id(c) not in sizes)
+        return sizes[id(root)]
+
+
+def _children(node: Any) -> list[Any]:
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
+
+
+class _BadValueError(ConstructorError):
+    """A scalar the constructor could not turn into its value."""
+
+
+class _Constructor(RoundTripConstructor):
+    """ruamel's round-trip constructor; a value it cannot convert (an integer of 5000 digits,
+    a date like 2001-02-30) is an error at its line, not a ValueError from deep inside."""
+
+    def construct_non_recursive_object(self, node: Any, tag: str | None = None) -> Any:
+        try:
+            return super().construct_non_recursive_object(node, tag)
+        except (ValueError, TypeError, OverflowError) as exc:
+            # int("1" * 5000) explains sys.set_int_max_str_digits(): not for a config's author
+            why = str(exc).split(";")[0]
+            raise _BadValueError(
+                None, None, f"cannot read this value: {why}", node.start_mark
+            ) from None
+
+
 def load_yaml(path: str | Path) -> LoadedYAML:
     """Parse ``path``; syntax errors and duplicate keys become :class:`ConfigError`."""
     p = Path(path)
@@ -58,8 +177,23 @@ def load_yaml(path: str | Path) -> LoadedYAML:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read file: {exc}", SourceLocation(str(p))) from None
     yaml = YAML(typ="rt")
+    yaml.Scanner = _DepthScanner
+    yaml.Composer = _BudgetComposer
+    yaml.Constructor = _Constructor
     try:
         data = yaml.load(text)
+    except (_TooDeepError, _AliasBudgetError, _BadValueError) as exc:
+        line = exc.problem_mark.line + 1
+        raise ConfigError(
+            f"YAML: {exc.problem}",
+            SourceLocation(str(p), line, exc.problem_mark.column + 1),
+            snippet=LoadedYAML(str(p), text, None).snippet(line),
+            expected=(
+                "the values written out, or aliases that repeat a few nodes"
+                if isinstance(exc, _AliasBudgetError)
+                else None
+            ),
+        ) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
