@@ -18,7 +18,12 @@ from harness.errors import ConfigError, HarnessError
 
 READERS_DIR = Path(__file__).resolve().parent.parent / "readers"
 
-_MS = {"type": "number", "exclusiveMinimum": 0, "description": "milliseconds, > 0"}
+_MS = {
+    "type": "number",
+    "exclusiveMinimum": 0,
+    "maximum": 60000,
+    "description": "milliseconds, > 0 and at most 60000",
+}
 _BUDGET = {
     "description": "a limit in ms, or {limit: ms, marginal: ms} (above marginal: passed, marked)",
     "oneOf": [

@@ -3,9 +3,9 @@
 A malformed-input test must show that the input is refused quickly and cheaply, and a
 regression (an alias bomb expanded again, a format spec of a billion characters) must fail the
 test rather than eat the machine. So the cases run in a child process with a ceiling on its
-address space and a deadline per case; each case's time and peak of Python memory
-(``tracemalloc``) are measured there and compared with :data:`LIMIT_SECONDS` and
-:data:`LIMIT_MB` here.
+address space, each case in a process forked from it and killed after a deadline; each
+case's time and peak resident memory (above what it started with) are measured there and
+compared with :data:`LIMIT_SECONDS` and :data:`LIMIT_MB` here.
 
 A case is a tuple: ``("scenario", path)``, ``("card", path)``, ``("reader", path)``,
 ``("defect", spec)``, ``("target", "reader:REGEX")`` (with made-up PC/SC reader names: no
@@ -134,11 +134,63 @@ def _run(case: list[str]) -> tuple[str, str, str | None, int | None]:
     return "returned", "", None, None
 
 
-def _child() -> None:
-    import resource
+def _kb(field: str) -> int:
+    """A ``/proc/self/status`` figure (VmRSS, VmHWM), in kB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+def _one(case: list[str]) -> dict[str, object]:
+    """Run ``case`` in a forked process: its time, and its peak resident memory above what it
+    started with (VmHWM, the kernel's high-water mark, starts at the fork's RSS)."""
+    import select
     import signal
     import time
-    import tracemalloc
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the case
+        os.close(r)
+        before = _kb("VmRSS")
+        start = time.perf_counter()
+        try:
+            raised, text, path, line = _run(case)
+        except MemoryError:
+            raised, text, path, line = "MemoryError", "", None, None
+        seconds = time.perf_counter() - start
+        peak = (_kb("VmHWM") - before) / 1024
+        report = {"raised": raised, "text": text[:20000], "path": path, "line": line}
+        report |= {"seconds": round(seconds, 3), "peak_mb": round(peak, 1)}
+        os.write(w, json.dumps(report).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    deadline = time.monotonic() + CASE_DEADLINE_S
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([r], [], [], left)[0]:
+            continue
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        data += chunk
+    else:
+        os.kill(pid, signal.SIGKILL)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    if data:
+        return dict(json.loads(data))
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    why = f"still running after {CASE_DEADLINE_S} s" if killed else f"wait status {status}"
+    return {"raised": "died", "text": f"the case died: {why}", "path": None, "line": None} | {
+        "seconds": float(CASE_DEADLINE_S),
+        "peak_mb": 0.0,
+    }
+
+
+def _child() -> None:
+    import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
     import harness.cli
@@ -152,37 +204,8 @@ def _child() -> None:
 
     harness.lab.pcscd.Pcscd.start = no_pcscd  # type: ignore[method-assign]
     harness.transport.pcsc.PcscTransport.__init__ = no_pcscd  # type: ignore[method-assign]
-
-    def hang(*_: object) -> None:
-        raise TimeoutError(f"still running after {CASE_DEADLINE_S} s")
-
-    signal.signal(signal.SIGALRM, hang)
-    tracemalloc.start()
     for case in json.loads(sys.stdin.read()):
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        signal.alarm(CASE_DEADLINE_S)
-        start = time.perf_counter()
-        try:
-            raised, text, path, line = _run(case)
-        except MemoryError:
-            raised, text, path, line = "MemoryError", "", None, None
-        seconds = time.perf_counter() - start
-        signal.alarm(0)
-        peak = (tracemalloc.get_traced_memory()[1] - base) / 1e6
-        print(
-            json.dumps(
-                {
-                    "raised": raised,
-                    "text": text,
-                    "path": path,
-                    "line": line,
-                    "seconds": round(seconds, 3),
-                    "peak_mb": round(peak, 1),
-                }
-            ),
-            flush=True,
-        )
+        print(json.dumps(_one(case)), flush=True)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,8 @@ BOUNDED = [
         "aliases repeat more than",
     ),
     ("name: x\nidentity: &a\n  name: *a\n", 3, "recursive"),
+    ("name: x\nlimits:\n  verification-code: 3.0\n", 3, "3.0 is not of type 'integer'"),
+    ("name: x\nlimits:\n  verification-code: true\n", 3, "True is not of type 'integer'"),
 ]
 
 

@@ -82,13 +82,26 @@ def test_budgets_with_a_marginal_zone() -> None:
     assert Budget(2.0).judge(1.99) == "within"
 
 
+_HEAD = "name: x\nmatch: a\ninterface: contact\n"
 #: small inputs that used to hang or explode: (text, line, words), each measured in a bounded
 #: child process (tests/bounded.py): refused within 2 s and 200 MB
 BOUNDED = [
     (
-        "name: x\nmatch: a\ninterface: contact\n" + laughs().replace("x-i: &i", "notes: &i"),
+        _HEAD + laughs().replace("x-i: &i", "notes: &i"),
         8,
         "aliases",
+    ),
+    (
+        _HEAD + "power_switch: {kind: relay, url: x, channel: 2.0}\n",
+        4,
+        "2.0 is not of type 'integer'",
+    ),
+    (_HEAD + "timing:\n  verify_p50_ms: .inf\n", 5, "inf"),
+    (_HEAD + "timing:\n  verify_p95_ms: 1e12\n", 5, "greater than the maximum of 60000"),
+    (
+        _HEAD + "power_switch: {kind: relay, url: x, off_ms: .nan}\n",
+        4,
+        "nan is not of type 'number'",
     ),
 ]
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,8 @@ def _describe_expected(error: jsonschema.ValidationError) -> str | None:
         if isinstance(e.schema, Mapping) and "description" in e.schema:
             return str(e.schema["description"])
         e = e.parent if isinstance(e.parent, jsonschema.ValidationError) else None
+    if str(error.validator) == "maxItems":
+        return f"at most {schema['maxItems']} items"
     if "enum" in schema:
         return "one of " + ", ".join(repr(v) for v in schema["enum"])
     if "pattern" in schema:
@@ -291,9 +294,50 @@ def node_at(doc: LoadedYAML, path: Sequence[str | int]) -> Any:
     return node
 
 
+def _is_integer(checker: Any, instance: object) -> bool:
+    """An int, not a bool, and not a float either: jsonschema takes 3.0 as an integer, and
+    ``repeat: 2.0`` or ``tries: 3.0`` reached code that needs an int."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _is_number(checker: Any, instance: object) -> bool:
+    """An int or a finite float: ``.nan`` passes every ``minimum`` and ``maximum`` (each
+    comparison with it is false), ``.inf`` is no count or duration either."""
+    if isinstance(instance, bool):
+        return False
+    return isinstance(instance, int) or (isinstance(instance, float) and math.isfinite(instance))
+
+
+#: how long an array with ``uniqueItems`` and no ``maxItems`` may be
+_UNIQUE_MAX = 1000
+_BUILTIN_UNIQUE = jsonschema.Draft202012Validator.VALIDATORS["uniqueItems"]
+
+
+def _unique_items(
+    validator: Any, unique: Any, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    """jsonschema's ``uniqueItems``, skipped for an array longer than its ``maxItems`` (that
+    is the error then): items that do not sort, mappings, are compared pairwise, and 30,000
+    of them took minutes."""
+    if isinstance(instance, list) and len(instance) > schema.get("maxItems", _UNIQUE_MAX):
+        return
+    yield from _BUILTIN_UNIQUE(validator, unique, instance, schema)
+
+
+#: JSON Schema 2020-12 as every schema of the project means it
+Validator: type[jsonschema.Draft202012Validator]
+Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator,
+    validators={"uniqueItems": _unique_items},
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_number}
+    ),
+)
+
+
 def validate_at(doc: LoadedYAML, path: Sequence[str | int], schema: Mapping[str, Any]) -> None:
     """Validate the node at ``path`` against ``schema``; errors point into the file."""
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = Validator(schema)
     errors = list(validator.iter_errors(node_at(doc, path)))
     if not errors:
         return

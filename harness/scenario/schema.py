@@ -71,7 +71,7 @@ EXPECT: dict[str, Any] = {
         "blocked": {"type": "boolean"},
         "verified": {"type": "boolean"},
         "identical": {"const": True, "description": "true: every response of the step is the same"},
-        "length": {"type": "integer", "minimum": 0},
+        "length": {"type": "integer", "minimum": 0, "maximum": 65536},
         "signature": {"const": "valid"},
     },
 }
@@ -234,6 +234,7 @@ SCHEMA: dict[str, Any] = {
         "tags": {
             "type": "array",
             "uniqueItems": True,
+            "maxItems": 3,
             "items": {"enum": ["destructive", "emulator-only", "needs-reinit"]},
         },
         "for_each": {
@@ -247,6 +248,7 @@ SCHEMA: dict[str, Any] = {
                         {
                             "type": "array",
                             "minItems": 1,
+                            "maxItems": len(PIN_IDS),
                             "uniqueItems": True,
                             "items": {"enum": PIN_IDS},
                         },
