@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,11 +42,16 @@ class LoadedYAML:
     text: str
     data: Any
 
+    @functools.cached_property
+    def lines(self) -> list[str]:
+        """The text's lines, split once (a loader asks for a snippet of every step)."""
+        return self.text.splitlines()
+
     def snippet(self, line: int | None) -> str | None:
         """Lines around ``line`` (1-based), the line itself marked with ``>``."""
         if line is None:
             return None
-        lines = self.text.splitlines()
+        lines = self.lines
         lo = max(1, line - _SNIPPET_CONTEXT)
         hi = min(len(lines), line + _SNIPPET_CONTEXT)
         return "\n".join(
@@ -335,9 +341,24 @@ Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
 )
 
 
+#: validators by schema, the schema kept with its validator (so that its id is not reused)
+_VALIDATORS: dict[int, tuple[Mapping[str, Any], jsonschema.Draft202012Validator]] = {}
+
+
+def _validator(schema: Mapping[str, Any]) -> jsonschema.Draft202012Validator:
+    """One validator per schema object: making one per call cost a scenario of 10,000 steps
+    a second."""
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        if len(_VALIDATORS) > 256:
+            _VALIDATORS.clear()
+        cached = _VALIDATORS[id(schema)] = (schema, Validator(schema))
+    return cached[1]
+
+
 def validate_at(doc: LoadedYAML, path: Sequence[str | int], schema: Mapping[str, Any]) -> None:
     """Validate the node at ``path`` against ``schema``; errors point into the file."""
-    validator = Validator(schema)
+    validator = _validator(schema)
     errors = list(validator.iter_errors(node_at(doc, path)))
     if not errors:
         return

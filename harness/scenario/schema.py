@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from harness.emulator.layout import APPLICATIONS, PINS, ChangeCommand
@@ -79,8 +80,10 @@ EXPECT: dict[str, Any] = {
 _COMMON = {"id": {"type": "string"}, "note": {"type": "string"}, "expect": EXPECT}
 
 
+@functools.cache
 def step_schema(action: str) -> dict[str, Any]:
-    """The schema of one step whose action is ``action`` (checked after the action is known)."""
+    """The schema of one step whose action is ``action`` (checked after the action is known).
+    One object per action, so that its validator is made once."""
     return _step(action, STEPS[action])
 
 
