@@ -31,7 +31,7 @@ from harness.lab.power import (
     PowerSwitch,
     SerialRelay,
 )
-from harness.readerprofile import ReaderProfile, load_profiles, select_profile
+from harness.readerprofile import ReaderProfile, load_profiles, reader_pattern, select_profile
 from harness.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -241,7 +241,7 @@ class RealReaderTarget(Target):
     def __init__(self, pattern: str, readers_dir: Path | None = None) -> None:
         from harness.transport.pcsc import PcscTransport, list_readers
 
-        readers = [r for r in list_readers() if re.search(pattern, r)]
+        readers = reader_pattern(pattern, "--pinloop-target reader:").matching(list_readers())
         if len(readers) != 1:
             raise TargetError(
                 f"reader:{pattern} matches {len(readers)} readers "

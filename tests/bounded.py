@@ -7,7 +7,8 @@ address space, each case in a process forked from it and killed after a deadline
 case's time and peak resident memory (above what it started with) are measured there and
 compared with :data:`LIMIT_SECONDS` and :data:`LIMIT_MB` here.
 
-A case is a tuple: ``("scenario", path)``, ``("card", path)``, ``("reader", path)``,
+A case is a tuple: ``("scenario", path)``, ``("card", path)``, ``("reader", path)`` (loaded,
+then matched against a few reader names),
 ``("defect", spec)``, ``("target", "reader:REGEX")`` (with made-up PC/SC reader names: no
 pcscd is asked) or ``("cli", *argv)`` (pcscd cannot start in the child).
 
@@ -32,7 +33,9 @@ ADDRESS_SPACE = 1 << 30
 #: a case still running after this long is stopped and recorded as a hang
 CASE_DEADLINE_S = 20
 #: reader names the "target" cases match against
-FAKE_READERS = ["ACS ACR39U ICC Reader 00 00", "Virtual PCD 00 00", "a" * 60]
+#: and the "reader" cases' profiles too, once loaded (the last one makes a backtracking
+#: matcher take 2^40 steps on ^(a+)+$)
+FAKE_READERS = ["ACS ACR39U ICC Reader 00 00", "Virtual PCD 00 00", "a" * 40 + "!"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,7 +107,9 @@ def _run(case: list[str]) -> tuple[str, str, str | None, int | None]:
         elif kind == "reader":
             from harness.readerprofile import load_profile
 
-            load_profile(Path(args[0]))
+            profile = load_profile(Path(args[0]))
+            for name in FAKE_READERS:
+                profile.matches(name)
         elif kind == "defect":
             from harness.emulator.defects import parse_profile
 

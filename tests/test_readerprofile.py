@@ -38,6 +38,8 @@ def test_none_or_several_matches_are_errors(tmp_path: Path) -> None:
     ("text", "line", "words"),
     [
         ("name: x\nmatch: '('\ninterface: contact\n", 2, "regular expression"),
+        ("name: x\nmatch: '(a)\\1'\ninterface: contact\n", 2, "invalid escape sequence"),
+        ("name: x\nmatch: 'a(?=b)'\ninterface: contact\n", 2, "invalid perl operator"),
         ("name: x\nmatch: a\ninterface: usb\n", 3, "contactless"),
         ("name: x\nmatch: a\ninterface: contact\ntiming:\n  verify_p50_ms: 0\n", 5, "> 0"),
         (
@@ -97,6 +99,7 @@ BOUNDED = [
         "2.0 is not of type 'integer'",
     ),
     (_HEAD + "timing:\n  verify_p50_ms: .inf\n", 5, "inf"),
+    ("name: x\nmatch: '('\ninterface: contact\n", 2, "match: not a regular expression"),
     (_HEAD + "timing:\n  verify_p95_ms: 1e12\n", 5, "greater than the maximum of 60000"),
     (
         _HEAD + "power_switch: {kind: relay, url: x, off_ms: .nan}\n",
@@ -120,3 +123,30 @@ def test_small_inputs_that_used_to_explode(case: int, bounded: list[tuple[Path, 
     out.check()
     assert out.path == str(path) and out.line == line, out.text
     assert f"{path}:{line}" in out.text and words in out.text, out.text
+
+
+def test_a_backtracking_pattern_matches_in_linear_time(tmp_path: Path) -> None:
+    """^(a+)+$ took Python's re minutes on a name of 40 a's and a '!' (tests/bounded.py
+    matches every profile it loads against such a name); RE2 takes microseconds."""
+    path = _write(tmp_path, "p", "name: x\nmatch: '^(a+)+$'\ninterface: contact\n")
+    (out,) = measure([("reader", str(path))])
+    out.check("returned")
+    profile = load_profile(path)
+    assert not profile.matches("a" * 40 + "!") and profile.matches("a" * 40)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "raised", "words"),
+    [
+        ("reader:(", "ConfigError", "--pinloop-target reader:(: not a regular expression"),
+        ("reader:^(a+)+$", "TargetError", "matches 0 readers"),
+        ("reader:(?P<x>a)(?P=x)", "ConfigError", "not a regular expression"),
+    ],
+)
+def test_a_target_pattern_is_checked_before_any_reader_is_used(
+    pattern: str, raised: str, words: str
+) -> None:
+    """--pinloop-target reader:( printed a 1,044-line traceback (re's parser, through pytest)."""
+    (out,) = measure([("target", pattern)])
+    out.check(raised)
+    assert words in out.text, out.text
