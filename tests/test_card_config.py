@@ -95,6 +95,12 @@ BOUNDED = [
     ("name: x\nidentity: &a\n  name: *a\n", 3, "recursive"),
     ("name: x\nlimits:\n  verification-code: 3.0\n", 3, "3.0 is not of type 'integer'"),
     ("name: x\nlimits:\n  verification-code: true\n", 3, "True is not of type 'integer'"),
+    # cryptography counts a CommonName's 64 in UTF-8 bytes: 17 kanji are 51, one too many
+    ('name: x\nidentity:\n  name: "' + "試" * 17 + '"\n', 3, "identity.name: 51 UTF-8 bytes"),
+    ('name: x\nidentity:\n  name: "' + "試" * 60 + '"\n', 3, "is too long"),
+    ("name: " + "n" * 45 + "\n", 1, "1-44 letters"),
+    # the default holder (試験 花子, 13 bytes) does not fit after a card name of 40
+    ("name: " + "n" * 40 + "\n", 1, "at most 11 UTF-8 bytes"),
 ]
 
 
@@ -115,3 +121,24 @@ def test_small_inputs_that_used_to_explode(case: int, bounded: list[tuple[Path, 
     out.check()
     assert out.path == str(path) and out.line == line, out.text
     assert f"{path}:{line}" in out.text and words in out.text, out.text
+
+
+@pytest.mark.parametrize(
+    ("card", "holder"),
+    [
+        ("x", "試" * 16),
+        ("n" * 44, "a" * 7),
+        ("x", "𠮷" * 12 + "ab"),
+        ("pinloop-default", "試" * 12),
+    ],
+)
+def test_the_longest_names_the_config_takes_make_certificates(
+    tmp_path: Path, card: str, holder: str
+) -> None:
+    """The config's limits are the certificates' own: what it takes, personalisation builds."""
+    from harness.emulator import personalise
+
+    p = tmp_path / "card.yaml"
+    p.write_text(f'name: {card}\nidentity:\n  name: "{holder}"\n', encoding="utf-8")
+    state = personalise(load_card_config(p))
+    assert state.identity["name"] == holder
