@@ -411,6 +411,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _os_error(exc: OSError, command: str) -> str:
+    """``<what>: <strerror>``: the file(s) the call was about, else the command."""
+    if exc.filename is None:
+        what = command
+    elif exc.filename2 is None:
+        what = str(exc.filename)
+    else:
+        what = f"{exc.filename} -> {exc.filename2}"
+    return f"{what}: {exc.strerror or exc}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -420,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except HarnessError as exc:
         print(f"pinloop: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only or full disk, a folder where a file was meant, …
+        print(f"pinloop: {_os_error(exc, args.command)}", file=sys.stderr)
         return 2
 
 

@@ -191,3 +191,52 @@ def test_lab_refuses_reports(
     assert main(["lab", "--workdir", "reports/lab"]) == 2
     assert not (tmp_path / "reports" / "lab").exists()
     assert not pcscd_calls
+
+
+@pytest.mark.parametrize(
+    ("errno_", "filename", "shown"),
+    [
+        (30, "/mnt/ro/lab", "pinloop: /mnt/ro/lab: Read-only file system"),
+        (28, "/mnt/full/lab", "pinloop: /mnt/full/lab: No space left on device"),
+        (5, None, "pinloop: lab: Input/output error"),
+    ],
+)
+def test_an_os_error_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    errno_: int,
+    filename: str | None,
+    shown: str,
+) -> None:
+    """Any OSError that escapes a command (a read-only or full disk, …) was a traceback."""
+    import os
+
+    def fail(*_: object, **__: object) -> None:
+        raise OSError(errno_, os.strerror(errno_), filename)
+
+    monkeypatch.setattr(Path, "mkdir", fail)
+    assert main(["lab", "--slots", "1", "--workdir", filename or "/mnt/x"]) == 2
+    err = capsys.readouterr().err
+    assert err == shown + "\n", err
+
+
+def test_files_that_are_not_files(tmp_path: Path) -> None:
+    """A FIFO as a config hung the read; a folder where a file is meant is one line."""
+    import os
+
+    from tests.bounded import measure
+
+    fifo = tmp_path / "card.yaml"
+    os.mkfifo(fifo)
+
+    outs = measure(
+        [
+            ("cli", "smoke", "--config", str(fifo)),
+            ("cli", "smoke", "--config", str(tmp_path)),
+            ("cli", "emulate", str(tmp_path)),
+        ]
+    )
+    expected = [f"{fifo}: not a regular file", f"{tmp_path}: not a regular file", "directory"]
+    for out, words in zip(outs, expected, strict=True):
+        out.check("exit 2", lines=1)
+        assert words in out.text, out.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,8 @@ def load_yaml(path: str | Path) -> LoadedYAML:
     """Parse ``path``; syntax errors and duplicate keys become :class:`ConfigError`."""
     p = Path(path)
     try:
+        if not stat.S_ISREG(p.stat().st_mode):  # a FIFO would block the read for ever
+            raise ConfigError("not a regular file", SourceLocation(str(p)))
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("file not found", SourceLocation(str(p))) from None
