@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import math
 import stat
 from collections.abc import Iterator, Mapping, Sequence
@@ -175,6 +177,21 @@ class _Constructor(RoundTripConstructor):
             ) from None
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """CPython's cyclic garbage collector off while ruamel builds a tree: it allocates objects
+    per token, each full collection walks every live one, and at 100,000 steps the collector
+    took a third of the parse (n log n in all). What the parse allocates is the tree it
+    returns, not garbage: the peak memory is the same without the collector."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def load_yaml(path: str | Path) -> LoadedYAML:
     """Parse ``path``; syntax errors and duplicate keys become :class:`ConfigError`."""
     p = Path(path)
@@ -191,7 +208,8 @@ def load_yaml(path: str | Path) -> LoadedYAML:
     yaml.Composer = _BudgetComposer
     yaml.Constructor = _Constructor
     try:
-        data = yaml.load(text)
+        with _collector_paused():
+            data = yaml.load(text)
     except (_TooDeepError, _AliasBudgetError, _BadValueError) as exc:
         line = exc.problem_mark.line + 1
         raise ConfigError(
