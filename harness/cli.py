@@ -7,7 +7,10 @@ Errors print as one or a few lines, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -112,6 +115,17 @@ def _serve_until_signal(servers: list[Any], on_ready: Callable[[], None]) -> Non
         t.join(2)
 
 
+class UsageError(HarnessError):
+    """A command's arguments are wrong (found before it changes anything)."""
+
+
+def _regular_state(state: str) -> None:
+    """A card state that exists must be a regular file: reading a FIFO blocks for ever."""
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISREG(os.stat(state).st_mode):
+            raise UsageError(f"card state {state}: not a regular file")
+
+
 def _servers(
     specs: list[str], urls: list[str], model: str | None, defect: str | None, quickack: bool = True
 ) -> list[Any]:
@@ -122,6 +136,7 @@ def _servers(
     try:
         for spec, default_url in zip(specs, urls, strict=True):
             state, _, url = spec.partition("@")
+            _regular_state(state)
             card = EmulatedCard(FileStore.open(state), model=model, defects=profile)
             servers.append(EmulatorServer(card, url or default_url, quickack=quickack))
     except HarnessError:
@@ -181,10 +196,6 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 REPORTS_DIR = Path(__file__).resolve().parent.parent / "reports"
 
 
-class UsageError(HarnessError):
-    """A command's arguments are wrong (found before it changes anything)."""
-
-
 def _outside_reports(path: Path, what: str) -> Path:
     """``path`` made absolute; a :class:`UsageError` when it is inside the project's
     ``reports/`` (or the current folder's), which a run publishes."""
@@ -214,8 +225,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
         )
     states = [str(_outside_reports(Path(c), "card state")) for c in args.cards]
     for state in states:
-        if not Path(state).is_file():
+        if not Path(state).exists():
             raise UsageError(f"no card state {state}; make one with: pinloop card new {state}")
+        _regular_state(state)
     config = load_card_config(args.config) if len(states) < slots else None
     # pcscd does chdir("/") before it reads its --config folder: the workdir is absolute
     if args.workdir:

@@ -221,22 +221,33 @@ def test_an_os_error_is_one_line_and_exit_2(
 
 
 def test_files_that_are_not_files(tmp_path: Path) -> None:
-    """A FIFO as a config hung the read; a folder where a file is meant is one line."""
+    """A FIFO as a config or a card state hung the read; a folder where a file is meant is
+    one line."""
     import os
 
     from tests.bounded import measure
 
     fifo = tmp_path / "card.yaml"
     os.mkfifo(fifo)
+    state = tmp_path / "card.json"
+    os.mkfifo(state)
 
     outs = measure(
         [
             ("cli", "smoke", "--config", str(fifo)),
             ("cli", "smoke", "--config", str(tmp_path)),
             ("cli", "emulate", str(tmp_path)),
+            ("cli", "emulate", str(state)),
+            ("cli", "lab", str(state), "--workdir", str(tmp_path / "lab")),
         ]
     )
-    expected = [f"{fifo}: not a regular file", f"{tmp_path}: not a regular file", "directory"]
+    expected = [
+        f"{fifo}: not a regular file",
+        f"{tmp_path}: not a regular file",
+        f"card state {tmp_path}: not a regular file",
+        f"card state {state}: not a regular file",
+        f"card state {state}: not a regular file",
+    ]
     for out, words in zip(outs, expected, strict=True):
         out.check("exit 2", lines=1)
         assert words in out.text, out.text
