@@ -8,9 +8,9 @@ case's time and peak resident memory (above what it started with) are measured t
 compared with :data:`LIMIT_SECONDS` and :data:`LIMIT_MB` here.
 
 A case is a tuple: ``("scenario", path)``, ``("card", path)``, ``("reader", path)`` (loaded,
-then matched against a few reader names),
-``("defect", spec)``, ``("target", "reader:REGEX")`` (with made-up PC/SC reader names: no
-pcscd is asked) or ``("cli", *argv)`` (pcscd cannot start in the child).
+then matched against :data:`FAKE_READERS`), ``("defect", spec)``, ``("target",
+"reader:REGEX")`` (against :data:`FAKE_READERS`: no pcscd is asked) or ``("cli", *argv)``
+(pcscd cannot start in the child).
 
     python -m tests.bounded < cases.json     # one JSON outcome a line
 """
@@ -32,9 +32,8 @@ LIMIT_MB = 200.0
 ADDRESS_SPACE = 1 << 30
 #: a case still running after this long is stopped and recorded as a hang
 CASE_DEADLINE_S = 20
-#: reader names the "target" cases match against
-#: and the "reader" cases' profiles too, once loaded (the last one makes a backtracking
-#: matcher take 2^40 steps on ^(a+)+$)
+#: the PC/SC reader names of the "target" cases, and the names each "reader" case's profile
+#: is matched against (the last one takes a backtracking matcher 2^40 steps on ^(a+)+$)
 FAKE_READERS = ["ACS ACR39U ICC Reader 00 00", "Virtual PCD 00 00", "a" * 40 + "!"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +72,7 @@ def measure(cases: Sequence[tuple[str, ...]], timeout: float = 300) -> list[Outc
     )
     outcomes = [Outcome(**json.loads(line)) for line in proc.stdout.splitlines() if line]
     assert len(outcomes) == len(cases), (
-        f"the child died (status {proc.returncode}):\n" + (proc.stderr[-3000:])
+        f"the child died (status {proc.returncode}):\n{proc.stderr[-3000:]}"
     )
     return outcomes
 
@@ -156,8 +155,10 @@ def _one(case: list[str]) -> dict[str, object]:
 
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the case
+    if pid == 0:  # the case; what it prints must not mix with the outcomes on stdout
         os.close(r)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
         before = _kb("VmRSS")
         start = time.perf_counter()
         try:
