@@ -7,8 +7,11 @@ Errors print as one or a few lines, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
+import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -132,6 +135,17 @@ def _serve_until_signal(servers: list[Any], on_ready: Callable[[], None]) -> Non
         t.join(2)
 
 
+class UsageError(HarnessError):
+    """A command's arguments are wrong (found before it changes anything)."""
+
+
+def _regular_state(state: str) -> None:
+    """A card state that exists must be a regular file: reading a FIFO blocks for ever."""
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISREG(os.stat(state).st_mode):
+            raise UsageError(f"card state {state}: not a regular file")
+
+
 def _servers(
     specs: list[str], urls: list[str], model: str | None, defect: str | None, quickack: bool = True
 ) -> list[Any]:
@@ -142,6 +156,7 @@ def _servers(
     try:
         for spec, default_url in zip(specs, urls, strict=True):
             state, _, url = spec.partition("@")
+            _regular_state(state)
             card = EmulatedCard(FileStore.open(state), model=model, defects=profile)
             servers.append(EmulatorServer(card, url or default_url, quickack=quickack))
     except HarnessError:
@@ -204,19 +219,56 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the run results of the project (./run suite): card states, PINs in hex, never go there
+REPORTS_DIR = Path(__file__).resolve().parent.parent / "reports"
+
+
+def _outside_reports(path: Path, what: str) -> Path:
+    """``path`` made absolute; a :class:`UsageError` when it is inside the project's
+    ``reports/`` (or the current folder's), which a run publishes."""
+    path = path.expanduser().resolve()
+    for reports in {REPORTS_DIR, (Path.cwd() / "reports").resolve()}:
+        if path.is_relative_to(reports):
+            raise UsageError(
+                f"{what} {path} is inside {reports}: card states hold PINs and never go "
+                "into reports/; choose a folder outside it"
+            )
+    return path
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     """pcscd with virtual readers and emulated cards in them, until SIGTERM/SIGINT."""
-    from harness.lab.pcscd import Pcscd
+    import tempfile
 
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    states = list(args.cards)
-    for i in range(len(states), args.slots):
+    from harness.lab.pcscd import MAX_SLOTS, Pcscd
+
+    # every argument is checked before anything is written
+    parse_profile(args.defect or "faithful")
+    slots = max(args.slots, len(args.cards))
+    if args.slots < 1 or slots > MAX_SLOTS:
+        raise UsageError(
+            f"--slots {args.slots} with {len(args.cards)} card(s): between 1 and {MAX_SLOTS} "
+            "virtual readers"
+        )
+    states = [str(_outside_reports(Path(c), "card state")) for c in args.cards]
+    for state in states:
+        if not Path(state).exists():
+            raise UsageError(f"no card state {state}; make one with: pinloop card new {state}")
+        _regular_state(state)
+    config = load_card_config(args.config) if len(states) < slots else None
+    # pcscd does chdir("/") before it reads its --config folder: the workdir is absolute
+    if args.workdir:
+        workdir = _outside_reports(Path(args.workdir), "--workdir")
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="pinloop-lab-"))
+    for i in range(len(states), slots):
         path = workdir / f"card{i}.json"
         if not path.exists():
-            FileStore.create(path, personalise(load_card_config(args.config)))
+            assert config is not None
+            FileStore.create(path, personalise(config))
         states.append(str(path))
-    lab = Pcscd(workdir / "pcscd.log", slots=max(args.slots, len(states)))
+    lab = Pcscd(workdir / "pcscd.log", slots=slots)
     lab.start()
     try:
         servers = _servers(states, [s.url for s in lab.slots[: len(states)]], None, args.defect)
@@ -359,7 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="start pcscd with emulated cards in virtual readers")
     lab.add_argument("cards", nargs="*", metavar="STATE", help="card states (default: new ones)")
     lab.add_argument("--slots", type=int, default=2, help="virtual readers (default 2)")
-    lab.add_argument("--workdir", default="reports/lab", help="pcscd log and new card states")
+    lab.add_argument(
+        "--workdir",
+        help="pcscd log and new card states (default: a new temporary folder; never reports/)",
+    )
     lab.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="config of new cards")
     lab.add_argument("--defect", help="defect profile for every card")
     lab.set_defaults(func=cmd_lab)
@@ -395,6 +450,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _os_error(exc: OSError, command: str) -> str:
+    """``<what>: <strerror>``: the file(s) the call was about, else the command."""
+    if exc.filename is None:
+        what = command
+    elif exc.filename2 is None:
+        what = str(exc.filename)
+    else:
+        what = f"{exc.filename} -> {exc.filename2}"
+    return f"{what}: {exc.strerror or exc}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -404,6 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except HarnessError as exc:
         print(f"pinloop: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only or full disk, a folder where a file was meant, …
+        print(f"pinloop: {_os_error(exc, args.command)}", file=sys.stderr)
         return 2
 
 

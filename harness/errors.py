@@ -39,8 +39,23 @@ class SourceLocation:
         return f"{self.path}:{self.line}:{self.column}"
 
 
+def shorten(text: str, limit: int = 300) -> str:
+    """``text`` on one line, its middle cut out when it is longer than ``limit`` characters
+    (the start and the end of a message say what it is about)."""
+    text = text.replace("\r", " ").replace("\n", " ")
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    tail = limit - head - 3
+    return f"{text[:head]} … {text[-tail:]}"
+
+
 class ConfigError(HarnessError):
-    """A configuration or scenario file is wrong. Rendered as ``file:line: message``."""
+    """A configuration or scenario file is wrong. Rendered as ``file:line: message``.
+
+    Message and expectation are kept to a line each (a value quoted in a message may be as
+    long as the file): the error stays one screen.
+    """
 
     def __init__(
         self,
@@ -50,10 +65,10 @@ class ConfigError(HarnessError):
         snippet: str | None = None,
         expected: str | None = None,
     ) -> None:
-        self.message = message
+        self.message = shorten(message)
         self.location = location
         self.snippet = snippet
-        self.expected = expected
+        self.expected = shorten(expected) if expected is not None else None
         super().__init__(self.render())
 
     def render(self) -> str:

@@ -35,7 +35,7 @@ from harness.lab.power import (
     PowerSwitch,
     SerialRelay,
 )
-from harness.readerprofile import ReaderProfile, load_profiles, select_profile
+from harness.readerprofile import ReaderProfile, load_profiles, reader_pattern, select_profile
 from harness.secret import Secret
 from harness.transport.base import Transport
 
@@ -332,7 +332,7 @@ class RealReaderTarget(GuardedCard, Target):
         (a card or emulator coming back after a fault)."""
         from harness.transport.pcsc import PcscTransport, list_readers, wait_for_card
 
-        readers = [r for r in list_readers() if re.search(pattern, r)]
+        readers = reader_pattern(pattern, "--pinloop-target reader:").matching(list_readers())
         if len(readers) != 1:
             raise TargetError(
                 f"reader:{pattern} matches {len(readers)} readers "

@@ -8,6 +8,7 @@ import pytest
 
 from harness.emulator.config import DEFAULT_CONFIG_PATH, load_card_config, wareki_yymmdd
 from harness.errors import ConfigError
+from tests.bounded import Outcome, laughs, measure
 
 
 def test_default_card() -> None:
@@ -81,3 +82,63 @@ def test_mistakes_are_reported_with_file_and_line(
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         load_card_config(tmp_path / "nope.yaml")
+
+
+#: small inputs that used to hang or explode: (text, line, words); each is measured in a
+#: bounded child process (tests/bounded.py): refused within 2 s and 200 MB
+BOUNDED = [
+    (
+        "name: x\n" + laughs().replace("x-i: &i", "identity:\n  name: &i"),
+        6,
+        "aliases repeat more than",
+    ),
+    ("name: x\nidentity: &a\n  name: *a\n", 3, "recursive"),
+    ("name: x\nlimits:\n  verification-code: 3.0\n", 3, "3.0 is not of type 'integer'"),
+    ("name: x\nlimits:\n  verification-code: true\n", 3, "True is not of type 'integer'"),
+    # cryptography counts a CommonName's 64 in UTF-8 bytes: 17 kanji are 51, one too many
+    ('name: x\nidentity:\n  name: "' + "試" * 17 + '"\n', 3, "identity.name: 51 UTF-8 bytes"),
+    ('name: x\nidentity:\n  name: "' + "試" * 60 + '"\n', 3, "is too long"),
+    ("name: " + "n" * 45 + "\n", 1, "1-44 letters"),
+    # the default holder (試験 花子, 13 bytes) does not fit after a card name of 40
+    ("name: " + "n" * 40 + "\n", 1, "at most 11 UTF-8 bytes"),
+]
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, Outcome]]:
+    tmp = tmp_path_factory.mktemp("bounded")
+    paths = []
+    for i, (text, _, _) in enumerate(BOUNDED):
+        paths.append(tmp / f"card{i}.yaml")
+        paths[-1].write_text(text, encoding="utf-8")
+    return list(zip(paths, measure([("card", str(p)) for p in paths]), strict=True))
+
+
+@pytest.mark.parametrize("case", range(len(BOUNDED)))
+def test_small_inputs_that_used_to_explode(case: int, bounded: list[tuple[Path, Outcome]]) -> None:
+    _, line, words = BOUNDED[case]
+    path, out = bounded[case]
+    out.check()
+    assert out.path == str(path) and out.line == line, out.text
+    assert f"{path}:{line}" in out.text and words in out.text, out.text
+
+
+@pytest.mark.parametrize(
+    ("card", "holder"),
+    [
+        ("x", "試" * 16),
+        ("n" * 44, "a" * 7),
+        ("x", "𠮷" * 12 + "ab"),
+        ("pinloop-default", "試" * 12),
+    ],
+)
+def test_the_longest_names_the_config_takes_make_certificates(
+    tmp_path: Path, card: str, holder: str
+) -> None:
+    """The config's limits are the certificates' own: what it takes, personalisation builds."""
+    from harness.emulator import personalise
+
+    p = tmp_path / "card.yaml"
+    p.write_text(f'name: {card}\nidentity:\n  name: "{holder}"\n', encoding="utf-8")
+    state = personalise(load_card_config(p))
+    assert state.identity["name"] == holder

@@ -94,3 +94,160 @@ def test_relay_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
         sim.close()
     assert main(["relay", "/dev/no-such-relay"]) == 2
     assert "cannot open" in capsys.readouterr().err
+
+
+class _StopLab(Exception):
+    pass
+
+
+@pytest.fixture
+def pcscd_calls(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """pcscd never starts here: Pcscd.start records the log path it was given and stops."""
+    from harness.lab import pcscd
+    from harness.lab.pcscd import LabError
+
+    calls: list[Path] = []
+
+    def start(self: pcscd.Pcscd, timeout: float = 10.0) -> None:
+        calls.append(self.log_path)
+        calls.append(self.config_dir)
+        raise LabError("pcscd not started in this test")
+
+    monkeypatch.setattr(pcscd.Pcscd, "start", start)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--slots", "17"], "--slots 17 with 0 card(s): between 1 and 16"),
+        (["--slots", "0"], "between 1 and 16"),
+        (["--defect", "fixed-delay:fixed_delay_ms=nan"], "finite"),
+        (["--config", "/nonexistent/card.yaml"], "file not found"),
+        (["nosuch.json"], "no card state"),
+    ],
+)
+def test_lab_checks_every_argument_before_writing_anything(
+    tmp_path: Path, argv: list[str], words: str
+) -> None:
+    """--slots 17 created 17 card states before refusing (pcscd cannot start in the child)."""
+    from tests.bounded import measure
+
+    workdir = tmp_path / "lab"
+    (out,) = measure([("cli", "lab", "--workdir", str(workdir), *argv)])
+    out.check("exit 2", lines=1)
+    assert out.text.startswith("pinloop: ") and words in out.text, out.text
+    assert not workdir.exists()
+
+
+def test_lab_workdir_is_a_fresh_temporary_folder_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pcscd_calls: list[Path]
+) -> None:
+    import tempfile
+
+    from harness.cli import REPORTS_DIR
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert main(["lab", "--slots", "1"]) == 2
+    log, config_dir = pcscd_calls
+    assert log.is_absolute() and log.parent.parent == tmp_path, log
+    assert log.parent.name.startswith("pinloop-lab-") and (log.parent / "card0.json").is_file()
+    assert not log.is_relative_to(REPORTS_DIR) and config_dir.is_absolute()
+    assert not (tmp_path / "reports").exists()
+
+
+def test_lab_workdir_given_relative_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pcscd_calls: list[Path]
+) -> None:
+    """pcscd does chdir("/") before it reads --config: a relative folder was not found."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["lab", "--slots", "1", "--workdir", "w"]) == 2
+    log, config_dir = pcscd_calls
+    assert log == tmp_path / "w" / "pcscd.log"
+    assert config_dir == tmp_path / "w" / "reader.conf.d"
+
+
+def test_lab_refuses_reports(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    pcscd_calls: list[Path],
+) -> None:
+    """Card states hold PINs in hex: never under the project's reports/ (nor ./reports)."""
+    from harness.cli import REPORTS_DIR
+
+    inside = REPORTS_DIR / "lab-test-never-made"
+    assert main(["lab", "--workdir", str(inside)]) == 2
+    assert "card states hold PINs" in capsys.readouterr().err
+    assert not inside.exists()
+    monkeypatch.chdir(tmp_path)
+    state = tmp_path / "reports" / "c.json"
+    state.parent.mkdir()
+    state.write_text("{}")
+    assert main(["lab", str(state)]) == 2
+    err = capsys.readouterr().err
+    assert f"card state {state} is inside {tmp_path / 'reports'}" in err
+    assert main(["lab", "--workdir", "reports/lab"]) == 2
+    assert not (tmp_path / "reports" / "lab").exists()
+    assert not pcscd_calls
+
+
+@pytest.mark.parametrize(
+    ("errno_", "filename", "shown"),
+    [
+        (30, "/mnt/ro/lab", "pinloop: /mnt/ro/lab: Read-only file system"),
+        (28, "/mnt/full/lab", "pinloop: /mnt/full/lab: No space left on device"),
+        (5, None, "pinloop: lab: Input/output error"),
+    ],
+)
+def test_an_os_error_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    errno_: int,
+    filename: str | None,
+    shown: str,
+) -> None:
+    """Any OSError that escapes a command (a read-only or full disk, …) was a traceback."""
+    import os
+
+    def fail(*_: object, **__: object) -> None:
+        raise OSError(errno_, os.strerror(errno_), filename)
+
+    monkeypatch.setattr(Path, "mkdir", fail)
+    assert main(["lab", "--slots", "1", "--workdir", filename or "/mnt/x"]) == 2
+    err = capsys.readouterr().err
+    assert err == shown + "\n", err
+
+
+def test_files_that_are_not_files(tmp_path: Path) -> None:
+    """A FIFO as a config or a card state hung the read; a folder where a file is meant is
+    one line."""
+    import os
+
+    from tests.bounded import measure
+
+    fifo = tmp_path / "card.yaml"
+    os.mkfifo(fifo)
+    state = tmp_path / "card.json"
+    os.mkfifo(state)
+
+    outs = measure(
+        [
+            ("cli", "smoke", "--config", str(fifo)),
+            ("cli", "smoke", "--config", str(tmp_path)),
+            ("cli", "emulate", str(tmp_path)),
+            ("cli", "emulate", str(state)),
+            ("cli", "lab", str(state), "--workdir", str(tmp_path / "lab")),
+        ]
+    )
+    expected = [
+        f"{fifo}: not a regular file",
+        f"{tmp_path}: not a regular file",
+        f"card state {tmp_path}: not a regular file",
+        f"card state {state}: not a regular file",
+        f"card state {state}: not a regular file",
+    ]
+    for out, words in zip(outs, expected, strict=True):
+        out.check("exit 2", lines=1)
+        assert words in out.text, out.text

@@ -190,6 +190,32 @@ def test_parse_profile() -> None:
         ("fixed-delay:speed=2", "tunable"),
         ("fixed-delay:fixed_delay_ms=x", "number"),
         ("fixed-delay:fixed_delay_ms=-1", "negative"),
+        ("fixed-delay:fixed_delay_ms=nan", "finite"),
+        ("fixed-delay:fixed_delay_ms=-inf", "finite"),
+        ("early-exit-compare:per_byte_delay_us=inf", "finite"),
+        ("early-exit-compare:per_byte_delay_us=1e12", r"at most 10000, got 1e\+12"),
+        ("fixed-delay:fixed_delay_ms=60001", "at most 60000"),
     ]:
         with pytest.raises(UnknownDefectError, match=message):
             parse_profile(bad)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "early-exit-compare:per_byte_delay_us=nan",
+        "early-exit-compare:per_byte_delay_us=inf",
+        "early-exit-compare:per_byte_delay_us=1e12",
+        "fixed-delay:fixed_delay_ms=nan",
+        "fixed-delay:fixed_delay_ms=1e12",
+    ],
+)
+def test_parameters_that_hung_or_raised(spec: str) -> None:
+    """nan and inf were a traceback (int(nan) in the compare) or a card that never answered;
+    1e12 µs a byte hung. Each is refused at once, by the CLI too (exit 2, one line)."""
+    from tests.bounded import measure
+
+    defect, cli = measure([("defect", spec), ("cli", "smoke", "--defect", spec)])
+    defect.check("UnknownDefectError", lines=1)
+    cli.check("exit 2", lines=1)
+    assert cli.text.startswith("pinloop: ") and spec.split("=")[0].split(":")[1] in cli.text

@@ -8,6 +8,7 @@ import pytest
 
 from harness.errors import ConfigError
 from harness.readerprofile import UnknownReader, load_profile, load_profiles, select_profile
+from tests.bounded import Outcome, laughs, measure
 
 
 def test_the_shipped_profiles_load_and_match_virtual_readers() -> None:
@@ -37,6 +38,8 @@ def test_none_or_several_matches_are_errors(tmp_path: Path) -> None:
     ("text", "line", "words"),
     [
         ("name: x\nmatch: '('\ninterface: contact\n", 2, "regular expression"),
+        ("name: x\nmatch: '(a)\\1'\ninterface: contact\n", 2, "invalid escape sequence"),
+        ("name: x\nmatch: 'a(?=b)'\ninterface: contact\n", 2, "invalid perl operator"),
         ("name: x\nmatch: a\ninterface: usb\n", 3, "contactless"),
         ("name: x\nmatch: a\ninterface: contact\ntiming:\n  verify_p50_ms: 0\n", 5, "> 0"),
         (
@@ -79,3 +82,71 @@ def test_budgets_with_a_marginal_zone() -> None:
         "over",
     ]
     assert Budget(2.0).judge(1.99) == "within"
+
+
+_HEAD = "name: x\nmatch: a\ninterface: contact\n"
+#: small inputs that used to hang or explode: (text, line, words), each measured in a bounded
+#: child process (tests/bounded.py): refused within 2 s and 200 MB
+BOUNDED = [
+    (
+        _HEAD + laughs().replace("x-i: &i", "notes: &i"),
+        8,
+        "aliases",
+    ),
+    (
+        _HEAD + "power_switch: {kind: relay, url: x, channel: 2.0}\n",
+        4,
+        "2.0 is not of type 'integer'",
+    ),
+    (_HEAD + "timing:\n  verify_p50_ms: .inf\n", 5, "inf"),
+    ("name: x\nmatch: '('\ninterface: contact\n", 2, "match: not a regular expression"),
+    (_HEAD + "timing:\n  verify_p95_ms: 1e12\n", 5, "greater than the maximum of 60000"),
+    (
+        _HEAD + "power_switch: {kind: relay, url: x, off_ms: .nan}\n",
+        4,
+        "nan is not of type 'number'",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, Outcome]]:
+    tmp = tmp_path_factory.mktemp("bounded")
+    paths = [_write(tmp, f"p{i}", text) for i, (text, _, _) in enumerate(BOUNDED)]
+    return list(zip(paths, measure([("reader", str(p)) for p in paths]), strict=True))
+
+
+@pytest.mark.parametrize("case", range(len(BOUNDED)))
+def test_small_inputs_that_used_to_explode(case: int, bounded: list[tuple[Path, Outcome]]) -> None:
+    _, line, words = BOUNDED[case]
+    path, out = bounded[case]
+    out.check()
+    assert out.path == str(path) and out.line == line, out.text
+    assert f"{path}:{line}" in out.text and words in out.text, out.text
+
+
+def test_a_backtracking_pattern_matches_in_linear_time(tmp_path: Path) -> None:
+    """^(a+)+$ took Python's re minutes on a name of 40 a's and a '!' (tests/bounded.py
+    matches every profile it loads against such a name); RE2 takes microseconds."""
+    path = _write(tmp_path, "p", "name: x\nmatch: '^(a+)+$'\ninterface: contact\n")
+    (out,) = measure([("reader", str(path))])
+    out.check("returned")
+    profile = load_profile(path)
+    assert not profile.matches("a" * 40 + "!") and profile.matches("a" * 40)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "raised", "words"),
+    [
+        ("reader:(", "ConfigError", "--pinloop-target reader:(: not a regular expression"),
+        ("reader:^(a+)+$", "TargetError", "matches 0 readers"),
+        ("reader:(?P<x>a)(?P=x)", "ConfigError", "not a regular expression"),
+    ],
+)
+def test_a_target_pattern_is_checked_before_any_reader_is_used(
+    pattern: str, raised: str, words: str
+) -> None:
+    """--pinloop-target reader:( printed a 1,044-line traceback (re's parser, through pytest)."""
+    (out,) = measure([("target", pattern)])
+    out.check(raised)
+    assert words in out.text, out.text

@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import LoadedYAML, load_validated
+from harness.emulator.keys import (
+    CARD_NAME_MAX,
+    COMMON_NAME_MAX_BYTES,
+    holder_name_room,
+    subject_names,
+)
 from harness.emulator.layout import PINS_BY_ID, USER_PINS, VERIFICATION_CODE_TRIES
 from harness.emulator.models import DEFAULT_MODEL, MODELS
 
@@ -35,8 +41,9 @@ SCHEMA: dict[str, Any] = {
     "properties": {
         "name": {
             "type": "string",
-            "pattern": "^[A-Za-z0-9._-]{1,64}$",
-            "description": "a card name of 1-64 letters, digits, '.', '_' or '-'",
+            "pattern": f"^[A-Za-z0-9._-]{{1,{CARD_NAME_MAX}}}$",
+            "description": f"a card name of 1-{CARD_NAME_MAX} letters, digits, '.', '_' or '-'"
+            " (the CA certificate's CommonName holds it)",
         },
         "model": {"enum": sorted(MODELS)},
         "pins": {
@@ -85,7 +92,14 @@ SCHEMA: dict[str, Any] = {
                     "pattern": "^[0-9]{12}$",
                     "description": "12 digits (a test number, never a real one)",
                 },
-                "name": {"type": "string", "minLength": 1, "maxLength": 64},
+                "name": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": holder_name_room("x"),
+                    "description": "the test holder's name; after the card's name it must fit"
+                    f" the sign certificate's CommonName ({COMMON_NAME_MAX_BYTES} UTF-8 bytes,"
+                    " a kanji takes 3)",
+                },
                 "address": {"type": "string", "minLength": 1, "maxLength": 128},
                 "birth_date": {
                     "type": "string",
@@ -186,9 +200,21 @@ class CardConfig:
                 ["identity", "birth_date"],
                 expected="a real calendar date, YYYYMMDD, from 1926-12-25 on",
             ) from None
+        name = str(data["name"])
+        holder = str(identity_fields["name"])
+        room = holder_name_room(name)
+        if len(holder.encode("utf-8")) > room:
+            sign = subject_names(name, holder)["sign"]
+            raise doc.error(
+                f"identity.name: {len(holder.encode('utf-8'))} UTF-8 bytes; the sign"
+                f" certificate's CommonName ({name!r}, ' sign (test) ', the name) would be"
+                f" {len(sign.encode('utf-8'))}, over {COMMON_NAME_MAX_BYTES}",
+                ["identity", "name"] if "name" in (data.get("identity") or {}) else ["name"],
+                expected=f"at most {room} UTF-8 bytes with card name {name!r} (a kanji takes 3)",
+            )
         limits = dict(data.get("limits") or {})
         return cls(
-            name=str(data["name"]),
+            name=name,
             model=str(data.get("model", base.model)),
             pins={**base.pins, **{str(k): str(v) for k, v in (data.get("pins") or {}).items()}},
             reset_codes={

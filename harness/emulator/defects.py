@@ -4,12 +4,15 @@ Every profile is off by default (``faithful``). They exist so that each check th
 can be shown to fail against a card that misbehaves in exactly the way the check is about.
 
 A profile is chosen by name, optionally with parameters:
-``early-exit-compare:per_byte_delay_us=20`` or ``fixed-delay:fixed_delay_ms=2.5``.
+``early-exit-compare:per_byte_delay_us=20`` or ``fixed-delay:fixed_delay_ms=2.5``. A parameter
+is a finite number from 0 to its maximum (:data:`TUNABLE`): 10,000 µs a compared byte, 60,000
+ms a command (the transports' deadline tests need 30 s).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +77,8 @@ PROFILES: dict[str, DefectProfile] = {
     )
 }
 
-_TUNABLE = {"per_byte_delay_us": float, "fixed_delay_ms": float}
+#: the parameters a profile takes, each with its largest value
+TUNABLE: dict[str, float] = {"per_byte_delay_us": 10_000.0, "fixed_delay_ms": 60_000.0}
 
 
 class UnknownDefectError(HarnessError, ValueError):
@@ -94,15 +98,19 @@ def parse_profile(spec: str) -> DefectProfile:
     for item in params.split(","):
         key, sep, value = item.partition("=")
         key = key.strip()
-        if not sep or key not in _TUNABLE:
+        if not sep or key not in TUNABLE:
             raise UnknownDefectError(
-                f"bad parameter {item.strip()!r} in {spec!r}; tunable: {', '.join(_TUNABLE)}"
+                f"bad parameter {item.strip()!r} in {spec!r}; tunable: {', '.join(TUNABLE)}"
             )
         try:
-            number = _TUNABLE[key](value)
+            number = float(value)
         except ValueError:
             raise UnknownDefectError(f"{key} must be a number, got {value!r}") from None
+        if not math.isfinite(number):  # nan passes every comparison; int(inf) raises
+            raise UnknownDefectError(f"{key} must be a finite number, got {value.strip()!r}")
         if number < 0:
             raise UnknownDefectError(f"{key} must not be negative, got {number}")
+        if number > TUNABLE[key]:
+            raise UnknownDefectError(f"{key} is at most {TUNABLE[key]:g}, got {number:g}")
         changes[key] = number
     return dataclasses.replace(profile, **changes)

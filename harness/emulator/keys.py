@@ -67,6 +67,33 @@ class RsaKey:
         return s.to_bytes(MODULUS_BYTES, "big")
 
 
+#: the longest CommonName of a certificate. X.509 bounds it at 64 characters (ub-common-name,
+#: RFC 5280); ``cryptography`` refuses more than 64 UTF-8 *bytes* (a kanji takes 3), and that
+#: is the limit the card's certificates are made to
+COMMON_NAME_MAX_BYTES = 64
+_CA_PREFIX = "pinloop test CA for "
+#: the longest card name: the CA certificate's CommonName holds it after ``_CA_PREFIX``
+CARD_NAME_MAX = COMMON_NAME_MAX_BYTES - len(_CA_PREFIX)
+_SIGN_INFIX = " sign (test) "
+
+
+def subject_names(card: str, holder: str) -> dict[str, str]:
+    """The CommonName of each certificate of a card named ``card`` (ASCII) whose test holder
+    is ``holder``: ``ca``, ``auth`` and ``sign`` (the sign certificate of a real card carries
+    the holder's 4 attributes; ours carries the test name)."""
+    return {
+        "ca": _CA_PREFIX + card,
+        "auth": f"{card} auth (test)",
+        "sign": card + _SIGN_INFIX + holder,
+    }
+
+
+def holder_name_room(card: str) -> int:
+    """UTF-8 bytes left for the holder's name in the sign certificate of a card named
+    ``card``."""
+    return COMMON_NAME_MAX_BYTES - len((card + _SIGN_INFIX).encode("utf-8"))
+
+
 _NOT_BEFORE = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
 _NOT_AFTER = datetime.datetime(2035, 12, 31, tzinfo=datetime.UTC)
 

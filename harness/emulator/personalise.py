@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 
 from harness.emulator.config import CardConfig
-from harness.emulator.keys import RsaKey, make_certificate
+from harness.emulator.keys import RsaKey, make_certificate, subject_names
 from harness.emulator.layout import PINS, PINS_BY_ID
 from harness.emulator.state import CardState, PinState
 
@@ -68,13 +68,10 @@ def personalise(config: CardConfig) -> CardState:
     ca = RsaKey.generate()
     auth = RsaKey.generate()
     sign = RsaKey.generate()
-    ca_name = f"pinloop test CA for {config.name}"
-    ca_cert = make_certificate(ca_name, ca, ca_name, ca, ca=True)
-    auth_cert = make_certificate(f"{config.name} auth (test)", auth, ca_name, ca, ca=False)
-    # the sign certificate of a real card carries the 4 attributes; ours carries the test name
-    sign_cert = make_certificate(
-        f"{config.name} sign (test) {ident.name}", sign, ca_name, ca, ca=False
-    )
+    names = subject_names(config.name, ident.name)  # the config checked their lengths
+    ca_cert = make_certificate(names["ca"], ca, names["ca"], ca, ca=True)
+    auth_cert = make_certificate(names["auth"], auth, names["ca"], ca, ca=False)
+    sign_cert = make_certificate(names["sign"], sign, names["ca"], ca, ca=False)
 
     my_number = _pad(b"\xff\x10\x0c" + ident.my_number.encode(), 17)
     attrs = [

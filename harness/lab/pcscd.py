@@ -30,6 +30,8 @@ VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 PID_FILE = Path("/run/pcscd/pcscd.pid")
 SOCKET = Path("/run/pcscd/pcscd.comm")
 _PAIR_NAMES = "ABCDEFG"
+#: vpcd's two slots, and two more for each further driver instance (A to G)
+MAX_SLOTS = 2 * (len(_PAIR_NAMES) + 1)
 
 
 class LabError(HarnessError):
@@ -61,8 +63,8 @@ def virtual_slots(count: int) -> list[VirtualSlot]:
 
 def write_reader_config(directory: Path, count: int) -> list[VirtualSlot]:
     """A reader.conf directory with ``count`` vpcd slots (2 per driver instance)."""
-    if not 1 <= count <= 2 * (len(_PAIR_NAMES) + 1):
-        raise LabError(f"between 1 and {2 * (len(_PAIR_NAMES) + 1)} virtual slots, not {count}")
+    if not 1 <= count <= MAX_SLOTS:
+        raise LabError(f"between 1 and {MAX_SLOTS} virtual slots, not {count}")
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)

@@ -3,6 +3,7 @@ as ``file:line`` with the offending lines and what was expected."""
 
 from __future__ import annotations
 
+import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -47,16 +48,39 @@ def load_scenarios(path: str | Path) -> list[M.Scenario]:
     return [_build(doc, params) for params in params_list]
 
 
+_FIELDS = string.Formatter()
+
+
 def _sub(doc: LoadedYAML, text: str, params: Mapping[str, str], where: list[str | int]) -> str:
+    """``text`` with each ``{placeholder}`` replaced by its ``for_each`` value.
+
+    A field is a bare placeholder name and nothing else: ``str.format`` would take
+    ``{pin:>1000000000}`` (a string of a gigabyte), ``{pin!r}`` or ``{pin.__len__}``.
+    ``{{`` and ``}}`` are braces."""
+    expected = "placeholders from for_each: " + (", ".join("{" + k + "}" for k in params) or "none")
+    out: list[str] = []
     try:
-        return text.format(**params)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise doc.error(
-            f"unknown placeholder in {text!r}: {exc}",
-            where,
-            expected="placeholders from for_each: "
-            + (", ".join("{" + k + "}" for k in params) or "none"),
-        ) from None
+        fields = list(_FIELDS.parse(text))
+    except ValueError as exc:  # a lone { or }
+        raise doc.error(f"bad placeholder in {text!r}: {exc}", where, expected=expected) from None
+    for literal, name, spec, conversion in fields:
+        out.append(literal)
+        if name is None:
+            continue
+        shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+        shown += "}"
+        if name in params and not spec and conversion is None:
+            out.append(params[name])
+        elif name.split(".")[0].split("[")[0] in params:
+            raise doc.error(
+                f"placeholder {shown} in {text!r}: only the bare name is allowed "
+                "(no format spec, conversion, attribute or index)",
+                where,
+                expected=expected,
+            )
+        else:
+            raise doc.error(f"unknown placeholder {shown} in {text!r}", where, expected=expected)
+    return "".join(out)
 
 
 def _value(raw: Any) -> M.Value:

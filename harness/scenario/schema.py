@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from harness.emulator.layout import APPLICATIONS, PINS, ChangeCommand
@@ -71,7 +72,7 @@ EXPECT: dict[str, Any] = {
         "blocked": {"type": "boolean"},
         "verified": {"type": "boolean"},
         "identical": {"const": True, "description": "true: every response of the step is the same"},
-        "length": {"type": "integer", "minimum": 0},
+        "length": {"type": "integer", "minimum": 0, "maximum": 65536},
         "signature": {"const": "valid"},
     },
 }
@@ -79,8 +80,10 @@ EXPECT: dict[str, Any] = {
 _COMMON = {"id": {"type": "string"}, "note": {"type": "string"}, "expect": EXPECT}
 
 
+@functools.cache
 def step_schema(action: str) -> dict[str, Any]:
-    """The schema of one step whose action is ``action`` (checked after the action is known)."""
+    """The schema of one step whose action is ``action`` (checked after the action is known).
+    One object per action, so that its validator is made once."""
     return _step(action, STEPS[action])
 
 
@@ -234,6 +237,7 @@ SCHEMA: dict[str, Any] = {
         "tags": {
             "type": "array",
             "uniqueItems": True,
+            "maxItems": 3,
             "items": {"enum": ["destructive", "emulator-only", "needs-reinit"]},
         },
         "for_each": {
@@ -247,6 +251,7 @@ SCHEMA: dict[str, Any] = {
                         {
                             "type": "array",
                             "minItems": 1,
+                            "maxItems": len(PIN_IDS),
                             "uniqueItems": True,
                             "items": {"enum": PIN_IDS},
                         },

@@ -256,6 +256,15 @@ TOKENS = [
     "%YAML 1.2\n---\n",
     "...",
     "0x10",
+    # placeholders and numbers the loader refuses (format specs, floats for integers)
+    "{pin:>9}",
+    "{pin!r}",
+    "{pin.x}",
+    "{{",
+    "2.0",
+    ".nan",
+    ".inf",
+    "&b [*a, *a, *a]",
 ]
 _SCRATCH: list[Path] = []  # made on first use: the card and response targets need none
 
