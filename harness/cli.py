@@ -142,8 +142,11 @@ class UsageError(HarnessError):
 def _regular_state(state: str) -> None:
     """A card state that exists must be a regular file: reading a FIFO blocks for ever."""
     with contextlib.suppress(FileNotFoundError):
-        if not stat.S_ISREG(os.stat(state).st_mode):
-            raise UsageError(f"card state {state}: not a regular file")
+        mode = os.stat(state).st_mode
+        if not stat.S_ISREG(mode):
+            from harness.emulator.state import _kind
+
+            raise UsageError(f"{state}: {_kind(mode)}, not a card state file")
 
 
 def _servers(

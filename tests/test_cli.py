@@ -244,9 +244,9 @@ def test_files_that_are_not_files(tmp_path: Path) -> None:
     expected = [
         f"{fifo}: not a regular file",
         f"{tmp_path}: not a regular file",
-        f"card state {tmp_path}: not a regular file",
-        f"card state {state}: not a regular file",
-        f"card state {state}: not a regular file",
+        f"{tmp_path}: a directory, not a card state file",
+        f"{state}: a FIFO, not a card state file",
+        f"{state}: a FIFO, not a card state file",
     ]
     for out, words in zip(outs, expected, strict=True):
         out.check("exit 2", lines=1)
