@@ -14,18 +14,24 @@ goes through it) and keeps its own model of the card:
   that touch no counter. VERIFY with data, CHANGE REFERENCE DATA, CHANGE KEY and RESET RETRY
   COUNTER may spend a try; any other command is unknown, and unknown is dangerous. Dangerous
   commands, changes and re-initialisations need the destructive opt-in for the reader.
-- **Each counter.** From status queries and ``63 Cx`` answers. A possibly wrong VERIFY goes
-  out only if the counter after it stays at or above the scenario's floor: ``max(1, level at
-  the start - the tries the scenario declares)`` (:func:`harness.scenario.spend.declared_spend`).
+- **Each counter.** Read with the free status query right before every possibly wrong VERIFY
+  and compared with what the guard counted (a card that answers one thing and does another,
+  a SELECT that did not select, two PIN objects that share a counter: stopped before the try).
+  A possibly wrong VERIFY goes out only if the counter after it stays at or above the
+  scenario's floor, ``max(2, level at the start - the tries the scenario declares)``
+  (:func:`harness.scenario.spend.declared_spend`): one try is always kept in reserve, for a
+  reader that delivers a VERIFY twice (the reader is the device under test).
 - **Restores are checked.** A VERIFY with the right value that answers ``90 00`` is confirmed
   by a status query before the next try on that PIN, and at the end of the scenario. A restore
   that did not bring the counter back, a status query that changed a counter (read twice to
   tell), one VERIFY that cost more than one try (a reader that delivers it twice) or a PIN the
   card accepted earlier and now refuses: the guard stops every further try on that card for
   the session and raises :class:`GuardDefect` (a device defect, the test fails).
-- **Values.** A scenario starts from the lab's PIN (the environment) with every PIN it uses
-  put back to its maximum; at its end the guard puts back the counters it spent, and a PIN
-  that was changed (destructive opt-in only) is changed back and verified.
+- **Values.** A scenario starts from the lab's PIN (the environment) with every PIN it uses,
+  and every PIN an earlier scenario left short, put back to its maximum; at its end, and when
+  the target closes, the guard puts back the counters that were spent (each read again
+  first), and a PIN that was changed (destructive opt-in only) is changed back and verified.
+  After a reconnect the card may be another one: nothing it accepted earlier counts.
 
 What the guard refuses is raised as :class:`Refused`: the pytest plugin reports the item as
 skipped with the reason, neither as a lab fault nor as passed.
@@ -40,7 +46,7 @@ from dataclasses import dataclass
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.cards.jpki import GuardFacts
-from harness.errors import DeviceDefect, HarnessError, TransportError
+from harness.errors import DeviceDefect, HarnessError
 from harness.secret import Secret
 from harness.transport.base import Transport
 
@@ -58,6 +64,9 @@ class GuardSetupError(HarnessError):
 
 
 _QUERY_SW_BLOCKED = SW.REFERENCE_DATA_BLOCKED
+#: tries a PIN keeps without the destructive opt-in: the last one, and one for a VERIFY that a
+#: reader delivers twice
+_RESERVE = 2
 
 
 @dataclass
@@ -69,7 +78,8 @@ class PinWatch:
     known: int | None = None
     #: the counter after a confirmed restore: the card's maximum as observed
     top: int | None = None
-    #: the lowest level the current scenario may bring the counter to (None: no try at all)
+    #: the lowest level the current scenario may bring the counter to (None: no try at all);
+    #: never below 2 without the destructive opt-in
     floor: int | None = None
     #: a right VERIFY answered 90 00 and no status query has confirmed the counter since
     pending: bool = False
@@ -129,6 +139,8 @@ class RealCardGuard:
         self.stopped: str | None = None
         self.destructive_ok = False
         self.touched: set[str] = set()
+        #: PINs that may be short of their maximum (spent, or their counter not known since)
+        self.dirty: set[str] = set()
         #: where the guard's notes go (the runner's trace of the current step)
         self.log: Callable[[str], None] = lambda text: None
         self.last_wire_ns = 0
@@ -158,13 +170,16 @@ class RealCardGuard:
         self.inner = inner
         self._unselect()
         self.forget_counters()
+        for w in self.watch.values():  # what another card accepted proves nothing here
+            w.proven = False
+            w.top = None
 
     def transmit(self, cmd: CommandAPDU) -> ResponseAPDU:
         self.last_extra_ns = 0
         plan = self._before(cmd)
         try:
             resp = self.inner.transmit(cmd)
-        except TransportError:
+        except BaseException:  # a lost connection, or anything else: the outcome is unknown
             self._lost(plan)
             raise
         finally:
@@ -185,28 +200,39 @@ class RealCardGuard:
         self.destructive_ok = destructive_ok
         self.touched = set(pins)
         if self.stopped:
+            self.destructive_ok = False
             raise Refused(f"{self.name}: tries on this card were stopped: {self.stopped}")
-        self.power_cycle()
-        for w in self.watch.values():
-            w.floor = None
-        for pin in sorted(self.touched):
-            w = self._watch(pin)
-            self._establish(w)
-            assert w.top is not None
-            budget = spend.get(pin, 0)
-            if budget >= w.top and not destructive_ok:
-                raise Refused(
-                    f"the scenario may spend {budget} tries of {pin}, which has {w.top} left on "
-                    f"{self.name}: it could block it; enable with {self.opt_in_hint}"
-                )
-            w.floor = max(1, w.top - budget)
-        self.power_cycle()
+        try:
+            self.power_cycle()
+            for w in self.watch.values():
+                w.floor = None
+            # the scenario's PINs, and what an earlier one left short (a lost connection)
+            for pin in sorted(self.touched | self.dirty):
+                w = self._watch(pin)
+                if pin not in self.touched and (w.lost or w.rejected or w.value is None):
+                    continue
+                self._establish(w)
+            for pin in sorted(self.touched):
+                w = self.watch[pin]
+                assert w.top is not None
+                budget = spend.get(pin, 0)
+                if budget > w.top - _RESERVE and not destructive_ok:
+                    raise Refused(
+                        f"the scenario may spend {_tries(budget)} of {pin}, which has {w.top} "
+                        f"on {self.name}: without the opt-in {_RESERVE} must stay (one in reserve "
+                        f"for a VERIFY delivered twice); enable with {self.opt_in_hint}"
+                    )
+                w.floor = max(_RESERVE, w.top - budget)
+            self.power_cycle()
+        except BaseException:
+            self.destructive_ok = False
+            raise
 
     def end(self) -> None:
         """After a scenario (not after a lost connection): every counter it spent back to the
         maximum and confirmed, every PIN it changed changed back and verified."""
         try:
-            for pin in sorted(self.touched):
+            for pin in sorted(self.touched | self.dirty):
                 if self.stopped:
                     return
                 w = self._watch(pin)
@@ -215,12 +241,20 @@ class RealCardGuard:
                     continue
                 if w.rejected or w.value is None:
                     continue
-                if w.changed:
-                    self._change_back(w)
-                if w.known is None or w.pending or (w.top is not None and w.known < w.top):
+                try:
+                    if w.changed:
+                        self._change_back(w)
                     self._restore(w)
+                except Refused as exc:  # the card would not let itself be put back
+                    self._stop(f"{pin} could not be put back: {exc}")
         finally:
             self.destructive_ok = False
+
+    def finish(self) -> None:
+        """When the target closes: what is still short is put back (best effort)."""
+        if self.dirty and not self.stopped:
+            self.touched = set()
+            self.end()
 
     # -- classification -------------------------------------------------------------------------
     def _classify(self, cmd: CommandAPDU) -> str:
@@ -231,11 +265,13 @@ class RealCardGuard:
         if key in f.safe:
             return "safe"
         if key == f.verify:
-            if cmd.p1 != 0x00:
+            # the card's VERIFY takes no Le; one with an Le may be sent twice by a transport
+            # that answers 6C xx by sending the command again
+            if cmd.p1 != 0x00 or cmd.le is not None:
                 return "unknown"
-            if not cmd.data:
-                return "query" if cmd.le is None else "unknown"
-            return "verify"
+            return "verify" if cmd.data else "query"
+        if cmd.le is not None:
+            return "unknown"
         if key in f.change:
             return "change"
         if key in f.reset:
@@ -293,19 +329,18 @@ class RealCardGuard:
         if kind == "query":
             return _Plan(kind, cmd, pin, before=w.known)
         if kind == "verify":
+            self.dirty.add(pin)
             right = not w.rejected and w.value is not None and w.value == cmd.data
             if right:
-                if w.proven:  # a value this card accepted in this session: a restore
-                    return _Plan(kind, cmd, pin, right=True, before=w.known)
-                self._need_known(w, cmd.p2)
-                assert w.known is not None
+                if w.known is None:
+                    w.known = self._read(w, cmd.p2)
                 if w.known == 1 and not self.destructive_ok:
                     raise Refused(
-                        f"{pin} has 1 try left on {self.name} and the PIN given has not been "
-                        "accepted by this card yet: a mistyped PIN would block it"
+                        f"{pin} has 1 try left on {self.name}: a VERIFY that fails for any "
+                        "reason would block it; restore it by hand"
                     )
                 return _Plan(kind, cmd, pin, right=True, before=w.known)
-            self._need_known(w, cmd.p2)
+            self._fresh_count(w, cmd.p2)
             assert w.known is not None
             floor = w.floor if w.floor is not None else w.known + 1
             if not self.destructive_ok and w.known - 1 < floor:
@@ -329,7 +364,8 @@ class RealCardGuard:
                 f"{what} of {pin} on {self.name} changes the card's PIN and may spend a try; "
                 f"enable with {self.opt_in_hint}"
             )
-        self._need_known(w, cmd.p2)
+        self.dirty.add(pin)
+        self._fresh_count(w, cmd.p2)
         return _Plan(kind, cmd, pin, before=w.known)
 
     def _after(self, plan: _Plan, resp: ResponseAPDU) -> None:
@@ -383,7 +419,11 @@ class RealCardGuard:
                 else f"the counter of {w.pin} fell from {w.known} to {left} with no try spent"
             )
             self._stop(why)
+        if w.known is not None and left > w.known:
+            self._stop(f"the counter of {w.pin} rose from {w.known} to {left} with no right PIN")
         w.known = left
+        if w.top is not None and left >= w.top:
+            self.dirty.discard(w.pin)
 
     def _after_verify(self, w: PinWatch, plan: _Plan, resp: ResponseAPDU, left: int | None) -> None:
         if resp.ok:
@@ -394,17 +434,21 @@ class RealCardGuard:
             w.pending = True
             w.known = w.top
             return
+        w.pending = False
+        blocked_as_known = resp.sw == SW.REFERENCE_DATA_BLOCKED and plan.before == 0
+        if plan.right and w.proven and not blocked_as_known:
+            w.known = left
+            self._stop(
+                f"{w.pin} refused the PIN it accepted earlier in this session "
+                f"({SW.describe(resp.sw)})"
+            )
         if left is not None:
             w.known = left
             if plan.right:
-                if not w.proven:
-                    w.rejected = True  # the lab's value is wrong: never sent again
-                    return
-                self._stop(
-                    f"{w.pin} refused the PIN it accepted earlier in this session "
-                    f"({SW.describe(resp.sw)})"
-                )
+                w.rejected = True  # the lab's value is wrong: never sent again
+                return
             if plan.before is not None and left < plan.before - 1:
+                self._heal(w, plan.cmd.p2)
                 self._stop(
                     f"one VERIFY of {w.pin} cost {plan.before - left} tries ({plan.before} → "
                     f"{left}): delivered more than once?"
@@ -422,7 +466,6 @@ class RealCardGuard:
             return
         # any other answer (67 00, 6A 86, 65 81 ...): the try may or may not have been counted
         w.known = None
-        w.pending = False
 
     def _lost(self, plan: _Plan) -> None:
         """The connection failed under a command: what it did to the card is unknown."""
@@ -435,6 +478,7 @@ class RealCardGuard:
         w = self.watch[plan.pin]
         w.known = None
         w.pending = False
+        self.dirty.add(plan.pin)
         if plan.kind in ("change", "reset"):
             w.lost = f"the connection failed during a {plan.kind}: its value is not known"
 
@@ -443,6 +487,9 @@ class RealCardGuard:
         t = time.perf_counter_ns()
         try:
             return self.inner.transmit(cmd)
+        except BaseException:
+            self._forget_all()
+            raise
         finally:
             self.last_extra_ns += time.perf_counter_ns() - t
 
@@ -462,19 +509,26 @@ class RealCardGuard:
             )
         return left
 
-    def _need_known(self, w: PinWatch, p2: int, *, confirm: bool = True) -> None:
-        """Make sure the counter is known (and a pending restore confirmed) before a try."""
-        if w.pending and confirm:
-            self._check_restored(w, p2, self._read(w, p2))
-        elif w.known is None or w.pending:
-            w.known = self._read(w, p2)
-            w.pending = False
+    def _fresh_count(self, w: PinWatch, p2: int) -> None:
+        """Read the counter right before a try: a pending restore must show the maximum, and
+        any other count must be what the guard counted."""
+        left = self._read(w, p2)
+        if w.pending:
+            self._check_restored(w, p2, left)
+            return
+        if w.known is not None and left != w.known:
+            self._stop(
+                f"the counter of {w.pin} is {left}, where pinloop counted {w.known}: the card "
+                "or the reader did not do what its answers said"
+            )
+        w.known = left
 
     def _check_restored(self, w: PinWatch, p2: int, left: int) -> None:
         w.pending = False
         if w.top is None or left >= w.top:
             w.known = left
             w.top = left if w.top is None else max(w.top, left)
+            self.dirty.discard(w.pin)
             return
         again = self._own_query(p2) if left >= 2 else None  # never the read that blocks
         w.known = again
@@ -519,7 +573,7 @@ class RealCardGuard:
                 f"{pin} is blocked on {self.name}; {self.facts.unblock_hint} before running "
                 "scenarios on this card"
             )
-        if first == 1 and not w.proven:  # a mistyped PIN in the environment would block it
+        if first == 1:  # a mistyped PIN, or a VERIFY that fails for any reason, would block it
             raise GuardSetupError(
                 f"{pin} has 1 try left on {self.name}; restore it by hand with the right PIN "
                 "before running scenarios"
@@ -531,10 +585,12 @@ class RealCardGuard:
         if not resp.ok:
             left = SW.retries_left(resp.sw)
             if left is None:  # not a verdict on the PIN: e.g. 65 81, the card's memory failed
-                raise GuardSetupError(
+                why = (
                     f"the card in {self.name} answered {SW.describe(resp.sw)} to the VERIFY of "
                     f"{pin} with the PIN given; its counter is not known"
                 )
+                self.stopped = why  # every later start would spend a try the same way
+                raise GuardSetupError(why)
             raise GuardSetupError(
                 f"the PIN given for {pin} is not accepted by the card in {self.name} "
                 f"({left} tries left; it is not tried again in this session)"
@@ -542,38 +598,55 @@ class RealCardGuard:
         second = self._own_query(p2)
         third = self._own_query(p2)
         if second is not None and third is not None and third < second:
+            w.known = third
             self._heal(w, p2)
             self._stop(f"the status query of {pin} costs a try ({second}, then {third})")
-        if second is None or second < first or (w.top is not None and second < w.top):
+        most = self.facts.max_tries.get(pin)
+        if (
+            second is None
+            or second < first
+            or (w.top is not None and second < w.top)
+            or (most is not None and second < most)
+        ):
             self._stop(
                 f"the right PIN did not restore {pin}: {first} tries before, "
                 f"{second if second is not None else 'no 63 Cx'} after"
                 + (f" (it had {w.top} earlier in this session)" if w.top is not None else "")
+                + (f" (its maximum is {most})" if most is not None else "")
             )
         w.top = w.known = second
         w.pending = False
+        self.dirty.discard(pin)
         self.log(f"guard: {pin} at {second} tries (observed), status query free")
 
     def _heal(self, w: PinWatch, p2: int) -> None:
         """After a status query was found to cost a try: one right VERIFY (the card has
         accepted this PIN in this session) gives the tries back."""
-        if w.proven and w.value is not None:
-            self._own(CommandAPDU(0x00, 0x20, 0x00, p2, w.value.reveal()))
+        if w.proven and w.value is not None and w.known:
+            resp = self._own(CommandAPDU(0x00, 0x20, 0x00, p2, w.value.reveal()))
+            if resp.ok:
+                w.pending = True
 
     def _restore(self, w: PinWatch) -> None:
+        """The counter read again (never trusted from the model), put back if short."""
         p2 = self._select_pin(w.pin)
-        self._need_known(w, p2)
-        assert w.known is not None
-        if w.top is None or w.known >= w.top:
+        left = self._read(w, p2)
+        if w.pending:
+            self._check_restored(w, p2, left)
+        w.known = left
+        if w.top is None or left >= w.top:
+            self.dirty.discard(w.pin)
             return
-        if w.known == 0:
+        if left == 0:
+            if not self.destructive_ok:
+                self._stop(f"{w.pin} is blocked, and no scenario had the opt-in to block it")
             self.log(f"guard: {w.pin} left blocked (the scenario had the destructive opt-in)")
             return
         assert w.value is not None
         resp = self.transmit(CommandAPDU(0x00, 0x20, 0x00, p2, w.value.reveal()))
         if not resp.ok:
             self._stop(f"restoring {w.pin} with its PIN answered {SW.describe(resp.sw)}")
-        self._need_known(w, p2)
+        self._check_restored(w, p2, self._read(w, p2))
         self.log(f"guard: {w.pin} restored to {w.known} tries")
 
     def _change_back(self, w: PinWatch) -> None:
@@ -605,7 +678,10 @@ class RealCardGuard:
                 self.df = None
             return
         if cmd.p1 == 0x04:
-            self.df = self.facts.app_of_aid(cmd.data)
+            # only the full AID, first occurrence: a prefix may reach an application the
+            # card facts do not list
+            exact = [a for a, aid in self.facts.applications.items() if aid == cmd.data]
+            self.df = exact[0] if exact and cmd.p2 & 0x03 == 0 else None
             self.ef = None
         elif cmd.p1 == 0x02 and len(cmd.data) == 2:
             self.ef = int.from_bytes(cmd.data, "big")

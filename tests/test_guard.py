@@ -120,11 +120,16 @@ HOSTILE_CASES: dict[str, dict[str, str]] = {
     "more-than-declared.hostile.yaml": {
         "": "refused: 00 20 00 80: a possibly wrong VERIFY of jpki-sign would leave 3 tries"
     },
+    "two-at-one.hostile.yaml": {
+        "": "refused: the scenario may spend 2 tries of jpki-auth, which has 3 on "
+    },
+    "verify-with-le.hostile.yaml": {"": "refused: 00 20 00 80: pinloop does not know"},
+    "aid-prefix.hostile.yaml": {"": "refused: 00 20 00 80: the PIN object it addresses"},
 }
 
 
 def _lowest_allowed(scenario: Scenario, pin: str, start: int) -> int:
-    return max(1, start - declared_spend(scenario).get(pin, 0))
+    return max(2, start - declared_spend(scenario).get(pin, 0))
 
 
 def test_every_hostile_file_is_refused_or_stays_within_what_it_declares(
@@ -150,7 +155,7 @@ def test_every_hostile_file_is_refused_or_stays_within_what_it_declares(
                 if p in MAX:
                     assert state.value == config.secrets()[p].encode(), (name, p)
     assert target.guard.stopped is None
-    assert min(store.lowest.values()) >= 1  # nothing was ever blocked
+    assert min(store.lowest.values()) >= 2  # one try always in reserve, never blocked
 
 
 def test_the_same_files_with_the_opt_in_run_and_the_card_is_put_back(config: CardConfig) -> None:
@@ -174,22 +179,22 @@ def test_the_same_files_with_the_opt_in_run_and_the_card_is_put_back(config: Car
 
 
 @pytest.mark.parametrize(
-    ("defect", "file", "pin", "message", "lowest"),
+    ("defect", "file", "pin", "message", "lowest", "final"),
     [
         # the library's own untagged scenarios on a card whose right PIN does not restore
-        ("no-restore", "verify-latency.pin.yaml", "jpki-auth", "did not restore jpki-auth", 2),
-        ("no-restore", "verify-timing-leak.pin.yaml", "jpki-auth", "did not restore", 2),
-        ("no-restore", "correct-restores-max.pin.yaml", "jpki-auth", "did not restore", 1),
+        ("no-restore", "verify-latency.pin.yaml", "jpki-auth", "did not restore jpki-auth", 2, 2),
+        ("no-restore", "verify-timing-leak.pin.yaml", "jpki-auth", "did not restore", 2, 2),
         # a card whose status query costs a try: found at the start, the tries given back
-        ("query-costs-try", "status-query-is-free.pin.yaml", "jpki-auth", "costs a try", 1),
-        ("query-costs-try", "wrong-twice-a.hostile.yaml", "jpki-auth", "costs a try", 1),
-        # one wrong VERIFY that costs two tries (a reader delivering it twice)
-        ("double-decrement", "wrong-twice-a.hostile.yaml", "jpki-auth", "cost 2 tries", 1),
-        ("double-decrement", "value-list.hostile.yaml", "jpki-sign", "cost 2 tries", 3),
+        ("query-costs-try", "status-query-is-free.pin.yaml", "jpki-auth", "costs a try", 1, 3),
+        ("query-costs-try", "wrong-twice-a.hostile.yaml", "jpki-sign", "costs a try", 3, 5),
+        # one wrong VERIFY that costs two tries (a reader delivering it twice): the reserve
+        # try keeps the PIN from blocking, and the tries are given back
+        ("double-decrement", "wrong-twice-a.hostile.yaml", "jpki-sign", "cost 2 tries", 3, 5),
+        ("double-decrement", "verify-latency.pin.yaml", "jpki-auth", "cost 2 tries", 1, 3),
     ],
 )
 def test_a_misbehaving_card_is_a_defect_and_its_tries_stop(
-    config: CardConfig, defect: str, file: str, pin: str, message: str, lowest: int
+    config: CardConfig, defect: str, file: str, pin: str, message: str, lowest: int, final: int
 ) -> None:
     target, store = _real(config, defect)
     scenario = next(s for s in _scenarios(file) if s.params.get("pin", pin) == pin)
@@ -198,11 +203,28 @@ def test_a_misbehaving_card_is_a_defect_and_its_tries_stop(
     assert "no further try to this card" in got
     assert store.lowest[pin] == lowest  # never blocked
     assert all(low >= 1 for low in store.lowest.values())
+    assert store.state.pins[pin].remaining == final
     # every later scenario on that card is refused before it sends a try
     writes = dict(store.lowest)
-    later = _run(target, _scenarios("wrong-twice-b.hostile.yaml")[0])
+    later = _run(target, _scenarios("raw-verify.hostile.yaml")[0])
     assert later.startswith("refused: ") and "tries on this card were stopped" in later
     assert store.lowest == writes
+
+
+def test_with_the_opt_in_a_restore_that_fails_still_stops_the_card(config: CardConfig) -> None:
+    """correct-restores-max goes down to 1 try: on a real card it needs the opt-in; a card
+    whose right PIN does not restore is then a defect, and gets no further try."""
+    target, store = _real(config, "no-restore")
+    scenario = _scenarios("correct-restores-max.pin.yaml")[0]
+    assert scenario.params["pin"] == "jpki-auth"
+    assert _run(target, scenario).startswith("refused: the scenario may spend 2 tries")
+    try:
+        Runner(target, scenario, destructive_ok=True).run()
+    except GuardDefect as exc:
+        assert "did not restore jpki-auth" in str(exc)
+    else:
+        raise AssertionError("a restore that fails must stop the card")
+    assert store.lowest["jpki-auth"] == 1 and target.guard.stopped
 
 
 def test_query_costs_try_the_tries_are_given_back(config: CardConfig) -> None:
@@ -215,7 +237,7 @@ def test_a_wrong_pin_in_the_environment_costs_one_try_only(config: CardConfig) -
     target, store = _real(config)
     target._secrets["jpki-auth"] = type(target._secrets["jpki-auth"])(b"9999")
     for _ in range(3):
-        got = _run(target, _scenarios("wrong-twice-a.hostile.yaml")[0])
+        got = _run(target, _scenarios("raw-verify.hostile.yaml")[0])
         assert got.startswith("error: the PIN given for jpki-auth"), got
     assert store.state.pins["jpki-auth"].remaining == 2  # one try, not one per scenario
 
@@ -225,10 +247,10 @@ def test_a_blocked_or_nearly_blocked_pin_is_a_lab_fault_before_anything(
 ) -> None:
     target, store = _real(config)
     store.state.pins["jpki-auth"].remaining = 1
-    got = _run(target, _scenarios("wrong-twice-a.hostile.yaml")[0])
+    got = _run(target, _scenarios("raw-verify.hostile.yaml")[0])
     assert got.startswith("error: jpki-auth has 1 try left"), got
     store.state.pins["jpki-auth"].remaining = 0
-    got = _run(target, _scenarios("wrong-twice-a.hostile.yaml")[0])
+    got = _run(target, _scenarios("raw-verify.hostile.yaml")[0])
     assert got.startswith("error: jpki-auth is blocked"), got
 
 

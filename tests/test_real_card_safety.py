@@ -37,7 +37,9 @@ def real() -> PretendRealCard:
 
 def test_a_scenario_that_could_block_is_refused_before_it_starts(real: PretendRealCard) -> None:
     runner = Runner(real, _scenario("lock-at-exactly-n.pin.yaml"))
-    with pytest.raises(Refused, match=r"may spend 3 tries of jpki-auth, which has 3 .* block"):
+    with pytest.raises(
+        Refused, match=r"may spend 3 tries of jpki-auth, which has 3 .* 2 must stay"
+    ):
         runner.run()
     assert real.card.pin_state("jpki-auth").remaining == 3  # not one try spent
 
@@ -48,9 +50,13 @@ def test_with_the_opt_in_it_runs(real: PretendRealCard) -> None:
 
 
 def test_scenarios_that_stay_clear_of_the_lock_run(real: PretendRealCard) -> None:
-    runner = Runner(real, _scenario("correct-restores-max.pin.yaml"))
+    # down to 1 try: without the opt-in the reserve try is kept, so it is refused
+    with pytest.raises(Refused, match="2 must stay"):
+        Runner(real, _scenario("correct-restores-max.pin.yaml")).run()
+    runner = Runner(real, _scenario("correct-restores-max.pin.yaml"), destructive_ok=True)
     runner.run()
     assert any("not observable on a real card" in t for t in runner.trace)
+    assert real.card.pin_state("jpki-auth").remaining == 3  # put back at the end
 
 
 @pytest.mark.parametrize(
@@ -75,7 +81,7 @@ def test_a_virtual_reader_addressed_as_a_real_one(
     slot = pcscd.slots[0]
     emu = EmulatorProcess(template_state, tmp_path, slot.url)  # type: ignore[arg-type]
     target = f"reader:^{slot.reader}$"
-    files = [str(LIB / "correct-restores-max.pin.yaml"), str(LIB / "lock-at-exactly-n.pin.yaml")]
+    files = [str(LIB / "status-query-is-free.pin.yaml"), str(LIB / "lock-at-exactly-n.pin.yaml")]
     select = ["-k", "jpki-auth", "--pinloop-target", target]
     try:
         from harness.transport.pcsc import wait_for_card

@@ -85,15 +85,18 @@ def _real_reader_run(
     proc = run_pytest(
         *(
             str(ROOT / "scenarios" / f)
-            for f in ("correct-restores-max.pin.yaml", "status-query-is-free.pin.yaml")
+            for f in (
+                "status-query-is-free.pin.yaml",
+                "signing-auth-key.pin.yaml",
+                "verify-latency.pin.yaml",
+            )
         ),
-        str(ROOT / "scenarios" / "verify-latency.pin.yaml"),
         "-p",
         "tests.host_faults",
         "-p",
         "no:randomly",
         "-k",
-        "jpki-auth",
+        "jpki-auth or signing",
         "--pinloop-target",
         f"reader:^{pcscd.slots[0].reader}$",
         "--pinloop-reports",
@@ -103,6 +106,7 @@ def _real_reader_run(
             "PINLOOP_TEST_FAULT_ON": "1234",
             "PINLOOP_TEST_KILL_PID": str(emu.proc.pid),
             env_name("jpki-auth"): "1234",
+            env_name("jpki-sign"): "PINLOOP1",
         },
         timeout=300,
     )
@@ -193,6 +197,7 @@ def test_a_full_disk_under_the_emulator_is_named_as_such(
         if emu is not None:
             emu.stop()
         subprocess.run(["umount", str(mnt)], check=False)
-    assert set(outcomes.values()) == {"error"}, out[-3000:]
+    # the first start meets it; the guard then stops the card (every start would do the same)
+    assert list(outcomes.values()) == ["error", "skipped", "skipped"], out[-3000:]
     assert "65 81" in out or "6581" in out, out[-3000:]
     assert "memory failure" in out and "is not accepted" not in out, out[-3000:]

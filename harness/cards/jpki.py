@@ -37,15 +37,13 @@ class GuardFacts:
     change: frozenset[tuple[int, int]]
     #: (CLA, INS) of commands that re-initialise a PIN and may spend a try
     reset: frozenset[tuple[int, int]]
+    #: PIN id → its maximum of tries, where that fact is established (several public
+    #: sources agree); the others are observed on each card, never assumed
+    max_tries: dict[str, int]
     #: PIN id → (CLA, INS, P1) of the command that changes it after a VERIFY (P2 80)
     change_command: dict[str, tuple[int, int, int]]
     #: how an operator restores a blocked PIN of this card
     unblock_hint: str
-
-    def app_of_aid(self, aid: bytes) -> str | None:
-        """The application a SELECT by DF name reaches (the card allows a prefix)."""
-        hits = [a for a, full in self.applications.items() if aid and full.startswith(aid)]
-        return hits[0] if len(hits) == 1 else None
 
 
 FACTS = GuardFacts(
@@ -66,6 +64,9 @@ FACTS = GuardFacts(
     verify=(0x00, 0x20),
     change=frozenset({(0x00, 0x24), (0x80, 0x32)}),
     reset=frozenset({(0x00, 0x2C)}),
+    # JPKI 3 and 5 (OpenSC's driver, a real-card trace, J-LIS and municipal FAQs); the
+    # 4-digit 入力補助 and 住基 PINs 3 (municipal tables); the verification codes: disputed
+    max_tries={"jpki-auth": 3, "jpki-sign": 5, "kenhojo-pin": 3, "juki-pin": 3, "common-pin": 3},
     change_command={
         p.id: (0x00, 0x24, 0x01) if p.change is ChangeCommand.ISO else (0x80, 0x32, 0x00)
         for p in PINS

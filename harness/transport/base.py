@@ -46,7 +46,9 @@ def exchange(send: Callable[[bytes], bytes], cmd: CommandAPDU) -> ResponseAPDU:
     if len(raw) >= 2 and raw[-2] not in (0x61, 0x6C):  # the common case: one exchange
         return ResponseAPDU(raw[:-2], (raw[-2] << 8) | raw[-1])
     resp = ResponseAPDU.parse(raw)
-    if resp.sw1 == 0x6C and cmd.le is not None:
+    # 6C xx: send again with the right Le - only a command with no data (case 2), which
+    # reads; a command with data would be carried out twice (a VERIFY would cost two tries)
+    if resp.sw1 == 0x6C and cmd.le is not None and not cmd.data:
         retry = CommandAPDU(cmd.cla, cmd.ins, cmd.p1, cmd.p2, cmd.data, le=resp.sw2 or 256)
         resp = ResponseAPDU.parse(send(retry.to_bytes()))
     data = bytearray(resp.data)
