@@ -501,7 +501,8 @@ class Runner:
         ``first-vs-last``: wrong at the first vs at the last character (the counter is put back
         with the right PIN after every wrong try); ``right-vs-wrong``; ``blocked``: the PIN is
         blocked first, then the right and a wrong value (no NVM write in either: a difference
-        means the card still compares).
+        means the card still compares). A verdict other than pass is measured again, fresh: a
+        leak is a leak only when an independent run finds it too (same sign).
         """
         from harness.timing import leak_test
 
@@ -530,9 +531,44 @@ class Runner:
             classes = {"blocked, right": restore, "blocked, wrong": wrong}
             restore = None  # type: ignore[assignment]
         names = list(classes)
-        order = names * s.samples
+        samples = self._measure(classes, restore, s.samples)
+        self.timing_series = samples
+        result = leak_test(samples[names[0]], samples[names[1]])
+        self.note(f"leak test {s.classes} ({names[0]} vs {names[1]}): {result.describe()}")
+        if result.verdict != "pass":
+            # a verdict other than pass must replicate in an independent run (fresh samples, a
+            # new random order) before it is one: a single crossing of 4.5 by one of the 101
+            # statistics is not evidence enough for a device defect
+            again = self._measure(classes, restore, s.samples)
+            second = leak_test(again[names[0]], again[names[1]])
+            self.note(f"independent repeat: {second.describe()}")
+            same_sign = (second.mean_difference_us > 0) == (result.mean_difference_us > 0)
+            if second.verdict == "pass":
+                self.note(f"the first run's {result.verdict} did not replicate: pass")
+                return
+            if not (result.verdict == "leak" and second.verdict == "leak" and same_sign):
+                raise HarnessError(
+                    f"timing bench too noisy: {result.verdict}, then {second.verdict} in an "
+                    f"independent run (A/A control |t| = {abs(result.t_aa):.1f}, then "
+                    f"{abs(second.t_aa):.1f}); nothing can be concluded"
+                )
+        if result.verdict == "leak":
+            raise self.fail(
+                f"VERIFY time depends on the input ({names[0]} vs {names[1]})",
+                f"|t| <= 4.5 (no leak above {result.mde_us:.1f} µs)",
+                f"|t| = {abs(result.t_max):.1f}, difference {result.mean_difference_us:+.1f} µs"
+                " (replicated in an independent run)",
+            )
+
+    def _measure(
+        self, classes: dict[str, CommandAPDU], restore: CommandAPDU | None, n: int
+    ) -> dict[str, list[float]]:
+        """``n`` samples of each class, interleaved in a random order, after 20 warm-ups; the
+        counter put back with ``restore`` after every wrong try."""
+        names = list(classes)
+        order = names * n
         random.shuffle(order)
-        samples: dict[str, list[float]] = {n: [] for n in names}
+        samples: dict[str, list[float]] = {name: [] for name in names}
         for name in order[:20]:  # warm-up, discarded
             self.target.transport.transmit(classes[name])
             if restore is not None:
@@ -548,17 +584,4 @@ class Runner:
                 and not self.target.transport.transmit(restore).ok
             ):
                 raise self.fail("restoring the counter with the right PIN", "9000", "not 9000")
-        self.timing_series = samples
-        result = leak_test(samples[names[0]], samples[names[1]])
-        self.note(f"leak test {s.classes} ({names[0]} vs {names[1]}): {result.describe()}")
-        if result.verdict == "leak":
-            raise self.fail(
-                f"VERIFY time depends on the input ({names[0]} vs {names[1]})",
-                f"|t| <= 4.5 (no leak above {result.mde_us:.1f} µs)",
-                f"|t| = {abs(result.t_max):.1f}, difference {result.mean_difference_us:+.1f} µs",
-            )
-        if result.verdict == "inconclusive":
-            raise HarnessError(
-                f"timing bench too noisy: A/A control |t| = {abs(result.t_aa):.1f}"
-                " > 4.5; nothing can be concluded"
-            )
+        return samples

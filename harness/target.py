@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -359,6 +360,15 @@ class RealReaderTarget(GuardedCard, Target):
             self.transport.close()
         wait_for_card(self.name, 10.0)
         self.guard.attach(PcscTransport(self.name))
+
+    def close(self) -> None:
+        """What is still short (a scenario cut off by a lost connection) is put back first."""
+        try:
+            self.guard.finish()
+        except Exception as exc:  # at the end of a session there is no test left to fail
+            print(f"pinloop: {self.name}: {exc}", file=sys.stderr)
+        finally:
+            self.transport.close()
 
 
 def _profile_for(name: str) -> ReaderProfile | None:

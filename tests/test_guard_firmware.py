@@ -235,3 +235,23 @@ def test_6cxx_never_sends_a_command_with_data_twice() -> None:
     sent.clear()
     resp = exchange(card, CommandAPDU(0x00, 0xB0, 0x00, 0x00, le=256))
     assert resp.sw == 0x9000 and len(sent) == 2  # a read (case 2) is sent again
+
+
+def test_what_a_lost_connection_left_short_is_put_back_when_the_target_closes(
+    config: CardConfig, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    seen = 0
+
+    def drop(inner: Callable[[bytes], bytes], raw: bytes) -> bytes:
+        nonlocal seen
+        if _is_wrong_verify(raw, config):
+            seen += 1
+            if seen == 2:
+                raise CardRemoved("the card left the reader")
+        return inner(raw)
+
+    target, store = _wrapped(config, drop)
+    _run(target, _scenario(tmp_path, "  - verify: {pin: jpki-sign, value: wrong, repeat: 2}"))
+    assert store.state.pins["jpki-sign"].remaining == 4
+    target.guard.finish()  # what RealReaderTarget.close does first
+    assert store.state.pins["jpki-sign"].remaining == 5

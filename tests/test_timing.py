@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import re
@@ -109,3 +110,48 @@ def test_samples_needed_agree_with_the_deciding_test() -> None:
     assert r.verdict == "leak" and abs(r.t_max) > 6.145
     assert r.samples_needed_observed < r.n_per_class
     assert r.samples_needed_observed == math.ceil(300 * (6.145 / abs(r.t_max)) ** 2)
+
+
+def test_a_leak_verdict_must_replicate_in_an_independent_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One crossing of 4.5 that the repeat does not see is a pass (with both runs in the
+    trace); a leak the repeat sees again, with the same sign, fails; anything else is an
+    inconclusive bench, not a device defect."""
+    from harness import timing
+    from harness.emulator import load_card_config, parse_profile
+    from harness.errors import HarnessError
+    from harness.runner import Runner
+    from harness.scenario import load_scenarios
+    from harness.target import InProcessTarget
+
+    root = Path(__file__).resolve().parent.parent
+    scenario = load_scenarios(root / "scenarios" / "verify-timing-leak.pin.yaml")[0]
+    real = timing.leak_test
+
+    def scripted(*verdicts: tuple[str, float]):  # type: ignore[no-untyped-def]
+        queue = list(verdicts)
+
+        def fake(a, b, **kw):  # type: ignore[no-untyped-def]
+            got = real(a, b, **kw)
+            verdict, diff = queue.pop(0)
+            return dataclasses.replace(got, verdict=verdict, mean_difference_us=diff, t_max=5.0)
+
+        return fake
+
+    def run(*verdicts: tuple[str, float]) -> Runner:
+        monkeypatch.setattr(timing, "leak_test", scripted(*verdicts))
+        target = InProcessTarget(load_card_config(), parse_profile("faithful"))
+        runner = Runner(target, dataclasses.replace(scenario, steps=scenario.steps))
+        runner.run()
+        return runner
+
+    runner = run(("leak", 1.0), ("pass", 0.1))
+    assert any("did not replicate" in t for t in runner.trace)
+    with pytest.raises(AssertionError, match="replicated in an independent run"):
+        run(("leak", 1.0), ("leak", 2.0))
+    with pytest.raises(HarnessError, match="leak, then leak"):
+        run(("leak", 1.0), ("leak", -2.0))  # opposite signs: noise, not a leak
+    with pytest.raises(HarnessError, match="inconclusive, then leak"):
+        run(("inconclusive", 1.0), ("leak", 2.0))
+    assert run(("pass", 0.0)).trace  # a pass is not repeated
