@@ -344,17 +344,18 @@ class RealCardGuard:
             assert w.known is not None
             floor = w.floor if w.floor is not None else w.known + 1
             if not self.destructive_ok and w.known - 1 < floor:
+                declared = (w.top or 0) - floor if w.floor is not None else 0
                 why = (
                     "the scenario declares no try of it"
-                    if w.floor is None
-                    else "it must not block"
-                    if floor == 1
-                    else f"the scenario declares {_tries((w.top or 0) - floor)} of it"
+                    if declared <= 0
+                    else f"the scenario declares {_tries(declared)} of it, so {floor} must stay"
+                    if floor > _RESERVE
+                    else f"{_RESERVE} must stay without the opt-in (one in reserve for a VERIFY "
+                    "delivered twice)"
                 )
                 raise Refused(
                     f"{_describe(cmd)}: a possibly wrong VERIFY of {pin} would leave "
-                    f"{w.known - 1} tries on "
-                    f"{self.name}, below {floor} ({why}); enable with {self.opt_in_hint}"
+                    f"{_tries(w.known - 1)} on {self.name}; {why}; enable with {self.opt_in_hint}"
                 )
             self.log(f"guard: {pin} has {w.known} tries left before a possibly wrong VERIFY")
             return _Plan(kind, cmd, pin, before=w.known)
