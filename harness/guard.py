@@ -452,7 +452,7 @@ class RealCardGuard:
                 self._heal(w, plan.cmd.p2)
                 self._stop(
                     f"one VERIFY of {w.pin} cost {plan.before - left} tries ({plan.before} → "
-                    f"{left}): delivered more than once?"
+                    f"{left}), as if it had been delivered twice"
                 )
             if not self.destructive_ok and w.floor is not None and left < w.floor:
                 self._stop(f"{w.pin} fell to {left} tries, below the scenario's floor {w.floor}")
