@@ -209,9 +209,16 @@ class RealCardGuard:
             # the scenario's PINs, and what an earlier one left short (a lost connection)
             for pin in sorted(self.touched | self.dirty):
                 w = self._watch(pin)
-                if pin not in self.touched and (w.lost or w.rejected or w.value is None):
+                if pin in self.touched:
+                    self._establish(w)
                     continue
-                self._establish(w)
+                if w.lost or w.rejected or w.value is None:
+                    continue
+                try:  # not this scenario's PIN: what it needs from the lab is not its fault
+                    self._establish(w)
+                except GuardSetupError as exc:
+                    self.dirty.discard(pin)
+                    self.log(f"guard: {pin} not put back: {exc}")
             for pin in sorted(self.touched):
                 w = self.watch[pin]
                 assert w.top is not None
@@ -641,6 +648,7 @@ class RealCardGuard:
         if left == 0:
             if not self.destructive_ok:
                 self._stop(f"{w.pin} is blocked, and no scenario had the opt-in to block it")
+            self.dirty.discard(w.pin)  # nothing to put back: a start finds it blocked
             self.log(f"guard: {w.pin} left blocked (the scenario had the destructive opt-in)")
             return
         assert w.value is not None

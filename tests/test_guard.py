@@ -294,3 +294,14 @@ def test_the_guards_memory_survives_a_fresh_set_up(monkeypatch: pytest.MonkeyPat
     second = pool.get("reader:X")
     assert given == [None, first.guard]  # type: ignore[attr-defined]
     assert second.guard.stopped == "the right PIN did not restore jpki-auth"  # type: ignore[attr-defined]
+
+
+def test_a_pin_blocked_with_the_opt_in_does_not_stop_other_scenarios(config: CardConfig) -> None:
+    target, store = _real(config)
+    Runner(target, _scenarios("raw-verify.hostile.yaml")[0], destructive_ok=True).run()
+    assert store.state.pins["jpki-auth"].remaining == 0
+    # a later scenario on another PIN runs; the blocked one is the lab's to restore
+    assert _run(target, _scenarios("wrong-twice-a.hostile.yaml")[0]) == "passed"
+    assert _run(target, _scenarios("raw-verify.hostile.yaml")[0]).startswith(
+        "error: jpki-auth is blocked"
+    )
