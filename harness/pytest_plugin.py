@@ -30,15 +30,12 @@ import pytest
 from harness.checks import ExpectationFailed
 from harness.emulator.config import DEFAULT_CONFIG_PATH, load_card_config
 from harness.errors import (
-    CardStateError,
     ConfigError,
     DeviceDefect,
     HarnessError,
     SharingViolation,
-    TransportError,
 )
 from harness.guard import RealCardGuard, Refused
-from harness.lab.pcscd import LabError
 from harness.report.allure_report import (
     SafeFileLogger,
     attach_log,
@@ -414,13 +411,20 @@ class ScenarioItem(pytest.Item):
         except Refused as exc:
             # what the real-card guard would not send: neither a defect nor a lab fault
             pytest.skip(f"refused on {self.target.name}: {exc}")
-        except (TransportError, LabError, CardStateError) as exc:
-            # the path to the card failed mid-scenario: its state is unknown, so this target
-            # stops here (its other items error at once); other targets go on
-            self.config.stash[_POOL].mark_faulted(self.spec, str(exc).splitlines()[0])
+        except HarnessError as exc:
+            if isinstance(exc, ConfigError):
+                raise  # the scenario's own mistake: the target is as good as before
+            # a lab fault mid-scenario (any family: the path to the card, pcscd, the card
+            # state, a power switch or relay, the target): the target is set up afresh for
+            # the next scenario; other targets go on
             tail = getattr(self.target, "log_tail", None)
             if callable(tail):
                 attach_log("pcscd log (last lines)", tail())
+            keep = getattr(self.target, "keep_log", None)
+            if callable(keep) and (kept := keep()) is not None:
+                self.user_properties.append(("pcscd log kept", str(kept)))
+                self.kept_log = str(kept)
+            self.config.stash[_POOL].mark_faulted(self.spec, str(exc).splitlines()[0])
             raise
         finally:
             self.latencies = runner.latencies
@@ -449,6 +453,8 @@ class ScenarioItem(pytest.Item):
                 text += "\n  pcscd log (last lines):\n" + "\n".join(
                     "    " + line for line in tail().splitlines()[-15:]
                 )
+            if getattr(self, "kept_log", None):
+                text += f"\n  pcscd's whole log is kept in {self.kept_log}"
             return text
         return None
 

@@ -504,7 +504,7 @@ class Runner:
         means the card still compares). A verdict other than pass is measured again, fresh: a
         leak is a leak only when an independent run finds it too (same sign).
         """
-        from harness.timing import leak_test
+        from harness.timing import ALPHA, leak_test
 
         self.select_pin(s.pin)
         right = self.value(s.pin, "right")
@@ -537,8 +537,7 @@ class Runner:
         self.note(f"leak test {s.classes} ({names[0]} vs {names[1]}): {result.describe()}")
         if result.verdict != "pass":
             # a verdict other than pass must replicate in an independent run (fresh samples, a
-            # new random order) before it is one: a single crossing of 4.5 by one of the 101
-            # statistics is not evidence enough for a device defect
+            # new random order) before it is one: a device defect is the worst false verdict
             again = self._measure(classes, restore, s.samples)
             second = leak_test(again[names[0]], again[names[1]])
             self.note(f"independent repeat: {second.describe()}")
@@ -555,7 +554,8 @@ class Runner:
         if result.verdict == "leak":
             raise self.fail(
                 f"VERIFY time depends on the input ({names[0]} vs {names[1]})",
-                f"|t| <= 4.5 (no leak above {result.mde_us:.1f} µs)",
+                f"permutation p >= {ALPHA:g} for max |t| over raw and 100 crops (no leak "
+                f"above {result.mde_us:.1f} µs)",
                 f"|t| = {abs(result.t_max):.1f}, difference {result.mean_difference_us:+.1f} µs"
                 " (replicated in an independent run)",
             )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -36,7 +37,13 @@ from harness.lab.power import (
     PowerSwitch,
     SerialRelay,
 )
-from harness.readerprofile import ReaderProfile, load_profiles, reader_pattern, select_profile
+from harness.readerprofile import (
+    ReaderProfile,
+    UnknownReader,
+    load_profiles,
+    reader_pattern,
+    select_profile,
+)
 from harness.secret import Secret
 from harness.transport.base import Transport
 
@@ -193,6 +200,9 @@ class PcscdTarget(_Emulated):
 
         super().__init__(config, defects)
         self.lab: Pcscd | SharedPcscd
+        #: pcscd's folder (its debug log, ~4 MB a run): removed at close unless kept
+        self.workdir: Path | None = workdir if shared is None else None
+        self.keep_workdir = False
         if shared is None:
             self.lab = Pcscd(workdir / "pcscd.log", slots=2)
             self.lab.start()
@@ -253,6 +263,13 @@ class PcscdTarget(_Emulated):
         self.server.stop()
         self.thread.join(2)
         self.lab.stop()
+        if self.workdir is not None and not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def keep_log(self) -> Path | None:
+        """After a lab fault: the folder with pcscd's whole log stays, and is named."""
+        self.keep_workdir = True
+        return self.workdir
 
 
 def env_name(pin_id: str) -> str:
@@ -372,9 +389,11 @@ class RealReaderTarget(GuardedCard, Target):
 
 
 def _profile_for(name: str) -> ReaderProfile | None:
+    """The profile of an emulated target's reader, if one matches; a broken profile file is
+    the ConfigError (file:line) it is, not a silently missing profile."""
     try:
         return select_profile(name, load_profiles())
-    except HarnessError:
+    except UnknownReader:
         return None
 
 

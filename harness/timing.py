@@ -1,12 +1,23 @@
 """Timing statistics for the VERIFY path: is the time a function of the secret?
 
-Method (``shared/docs/methods.md`` §3): two classes of inputs, measured interleaved in random
-order; Welch's t on the raw samples and on dudect-style cropped samples (the fastest p-fraction
-for 100 thresholds p_i = 1 - 0.5^(10(i+1)/100)); |t| > 4.5 (TVLA) is a leak. An A/A control
-(class A split at random into halves) must stay below the threshold, or the verdict is
-*inconclusive* (the bench is too noisy to say). A pass is only claimed together with the minimum
-detectable effect: δ_min = (4.5 + 1.645)·σ·√(2/n), i.e. n ≈ 75·(σ/δ)² samples per class to see a
-leak δ with 95 % power.
+Method: two classes of inputs, measured interleaved in random order; Welch's t on the raw
+samples and on dudect-style cropped samples (the fastest p-fraction for 100 thresholds
+p_i = 1 - 0.5^(10(i+1)/100)). The statistic is the largest |t| of those 101.
+
+Looking at 101 statistics and calling any |t| > 4.5 a leak (TVLA's threshold for *one* test) is
+a multiple comparison: on a constant-time card it gave false leaks. Instead the largest |t| is
+judged by a **permutation test**: the class labels are shuffled ``PERMUTATIONS`` times and the
+same largest |t| is computed each time. Because the two classes were measured in a random
+order, under "time does not depend on the class" every labelling is as likely as the one
+observed, drift and outliers included; the p-value is the share of labellings whose largest |t|
+reaches the observed one, and a leak is p < ``ALPHA``. The family of 101 statistics has a
+false-positive rate of ALPHA, whatever their correlation (``bench/bench_leak.py`` measures it).
+
+An A/A control (class A split at random into halves) is judged the same way; if it comes out
+significant the bench is not behaving, and the verdict is *inconclusive*. A pass is only
+claimed together with the minimum detectable effect: δ_min = (t_crit + 1.645)·σ·√(2/n), with
+t_crit the permutation threshold (about 4.5 in practice), i.e. n ≈ 2·((t_crit + 1.645)·σ/δ)²
+samples per class to see a leak δ with 95 % power.
 """
 
 from __future__ import annotations
@@ -16,6 +27,8 @@ import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +52,13 @@ class ApduTime:
         return self.ins == "20" and not self.query
 
 
-THRESHOLD = 4.5  # TVLA critical |t|
+THRESHOLD = 4.5  # TVLA critical |t| of one test (for sample-size estimates)
 Z_POWER = 1.645  # 95 % power
 CROP_PERCENTILES = [1 - 0.5 ** (10 * (i + 1) / 100) for i in range(100)]
+#: false-positive rate of one leak test (the family of 101 statistics together)
+ALPHA = 0.001
+#: label shuffles per test; the smallest p-value it can give is 1/(PERMUTATIONS + 1)
+PERMUTATIONS = 2999
 
 
 def welch_t(a: Sequence[float], b: Sequence[float]) -> float:
@@ -63,6 +80,52 @@ def _cropped_ts(a: Sequence[float], b: Sequence[float]) -> list[float]:
     return out
 
 
+def max_t_permutation(
+    a: Sequence[float], b: Sequence[float], *, permutations: int = PERMUTATIONS, seed: int = 0
+) -> tuple[float, float, float]:
+    """The largest |t| over raw and cropped samples (with its sign), its permutation p-value,
+    and the permutation threshold for ``ALPHA`` (the critical |t|).
+
+    Vectorised: the pooled samples are sorted once, so a crop is always the k fastest, and
+    every labelling's 101 Welch t come from cumulative sums.
+    """
+    x = np.asarray([*a, *b], dtype=np.float64)
+    n = len(x)
+    if len(a) < 2 or len(b) < 2:
+        return 0.0, 1.0, math.inf
+    rng = np.random.default_rng(seed)
+    # ties in random order: a coarse clock gives many equal times, and a crop that ends inside
+    # a run of them must not take class A's first
+    shuffle = rng.permutation(n)
+    order = shuffle[np.argsort(x[shuffle], kind="stable")]
+    x = x[order] - np.median(x)  # centred: the sums of squares keep their precision
+    is_b = (np.arange(n) >= len(a))[order]
+    labels = np.empty((permutations + 1, n), dtype=np.float64)
+    labels[0] = is_b
+    labels[1:] = rng.permuted(np.tile(is_b.astype(np.float64), (permutations, 1)), axis=1)
+    ks = sorted({min(n, int(p * n) + 1) for p in CROP_PERCENTILES} | {n})
+    idx = np.asarray(ks) - 1
+    cx, cx2 = np.cumsum(x)[idx], np.cumsum(x * x)[idx]
+    nb = np.cumsum(labels, axis=1)[:, idx]
+    sb = np.cumsum(labels * x, axis=1)[:, idx]
+    qb = np.cumsum(labels * (x * x), axis=1)[:, idx]
+    na = np.asarray(ks, dtype=np.float64) - nb
+    sa, qa = cx - sb, cx2 - qb
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ma, mb = sa / na, sb / nb
+        va = (qa - na * ma * ma) / (na - 1)
+        vb = (qb - nb * mb * mb) / (nb - 1)
+        se = np.sqrt(va / na + vb / nb)
+        t = (ma - mb) / se
+    t = np.where((na >= 2) & (nb >= 2) & (se > 0) & np.isfinite(t), t, 0.0)
+    best = np.abs(t).max(axis=1)
+    observed = float(best[0])
+    signed = float(t[0][int(np.abs(t[0]).argmax())])
+    p = (1 + int((best[1:] >= observed - 1e-12).sum())) / (permutations + 1)
+    t_crit = float(np.quantile(best[1:], 1 - ALPHA))
+    return signed, p, t_crit
+
+
 @dataclass(frozen=True)
 class LeakResult:
     verdict: str  # "pass", "leak", "inconclusive"
@@ -73,6 +136,9 @@ class LeakResult:
     sigma_us: float
     mean_difference_us: float  # mean(B) - mean(A)
     mde_us: float  # smallest leak this run would have detected (95 % power)
+    p: float = 1.0  # permutation p-value of t_max
+    p_aa: float = 1.0  # permutation p-value of the A/A control
+    t_crit: float = THRESHOLD  # the permutation threshold of |t_max| for ALPHA
 
     @property
     def tau(self) -> float:
@@ -99,33 +165,47 @@ class LeakResult:
         detected = self.samples_needed_observed
         return (
             f"{self.verdict.upper()}: n={self.n_per_class} per class, max|t|={abs(self.t_max):.1f} "
-            f"(raw {abs(self.t_raw):.1f}), A/A |t|={abs(self.t_aa):.1f}, σ={self.sigma_us:.1f} µs, "
+            f"(raw {abs(self.t_raw):.1f}; permutation p={self.p:.4f}, threshold "
+            f"{self.t_crit:.1f} for a {ALPHA:g} false-positive rate), A/A |t|="
+            f"{abs(self.t_aa):.1f} (p={self.p_aa:.3f}), σ={self.sigma_us:.1f} µs, "
             f"difference {self.mean_difference_us:+.1f} µs, minimum detectable effect "
             f"{self.mde_us:.1f} µs; samples needed for this difference ≈ {detected}"
         )
 
 
-def leak_test(a: Sequence[float], b: Sequence[float], *, seed: int = 0) -> LeakResult:
-    """Compare class A and class B latencies (µs)."""
+def leak_test(
+    a: Sequence[float], b: Sequence[float], *, seed: int = 0, permutations: int = PERMUTATIONS
+) -> LeakResult:
+    """Compare class A and class B latencies (µs): a leak is a permutation p-value of the
+    largest |t| (raw and 100 crops) below ``ALPHA``."""
     n = min(len(a), len(b))
-    ts = [welch_t(a, b), *_cropped_ts(a, b)]
-    t_max = max(ts, key=abs)
+    t_raw = welch_t(a, b)
+    t_max, p, t_crit = max_t_permutation(a, b, seed=seed, permutations=permutations)
     shuffled = list(a)
     random.Random(seed).shuffle(shuffled)  # noqa: S311 - a reproducible split, no secret
     half = len(shuffled) // 2
-    t_aa = max(
-        [welch_t(shuffled[:half], shuffled[half:]), *_cropped_ts(shuffled[:half], shuffled[half:])],
-        key=abs,
+    t_aa, p_aa, _ = max_t_permutation(
+        shuffled[:half], shuffled[half:], seed=seed + 1, permutations=permutations
     )
     # within-class spread: pooling the classes would let the leak itself inflate the noise
     sigma = math.sqrt((statistics.variance(a) + statistics.variance(b)) / 2) if n > 1 else 0.0
-    mde = (THRESHOLD + Z_POWER) * sigma * math.sqrt(2 / n) if n else math.inf
-    if abs(t_aa) > THRESHOLD:
+    mde = (t_crit + Z_POWER) * sigma * math.sqrt(2 / n) if n and math.isfinite(t_crit) else math.inf
+    if p_aa < ALPHA:
         verdict = "inconclusive"
-    elif abs(t_max) > THRESHOLD:
+    elif p < ALPHA:
         verdict = "leak"
     else:
         verdict = "pass"
     return LeakResult(
-        verdict, n, ts[0], t_max, t_aa, sigma, statistics.fmean(b) - statistics.fmean(a), mde
+        verdict,
+        n,
+        t_raw,
+        t_max,
+        t_aa,
+        sigma,
+        statistics.fmean(b) - statistics.fmean(a),
+        mde,
+        p,
+        p_aa,
+        t_crit,
     )

@@ -150,3 +150,25 @@ def test_a_target_pattern_is_checked_before_any_reader_is_used(
     (out,) = measure([("target", pattern)])
     out.check(raised)
     assert words in out.text, out.text
+
+
+def test_a_broken_profile_is_named_not_silently_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One broken, unrelated profile used to make the in-process target lose its own profile
+    ("no latency budget for emulated (in-process)"); now it is the error, at its line."""
+    import shutil
+
+    from harness import readerprofile, target
+    from harness.emulator import load_card_config, parse_profile
+    from harness.errors import ConfigError
+
+    folder = tmp_path / "readers"
+    shutil.copytree(readerprofile.READERS_DIR, folder)
+    (folder / "broken.yaml").write_text(
+        "name: broken\nmatch: 'x'\ninterface: contact\ntiming: {verify_p50_ms: -1}\n"
+    )
+    monkeypatch.setattr(target, "load_profiles", lambda: readerprofile.load_profiles(folder))
+    with pytest.raises(ConfigError) as err:
+        target.InProcessTarget(load_card_config(), parse_profile("faithful"))
+    assert "broken.yaml:4" in str(err.value)
