@@ -99,7 +99,8 @@ def test_through_pcscd_the_leak_test_finds_early_exit_and_clears_the_sound_card(
         out,
     )
     assert m, out[-2000:]
-    assert float(m.group(2)) > THRESHOLD and 40 < float(m.group(3)) < 90  # 3 bytes × 20 µs
+    # 3 more bytes compared × 20 µs busy-waited: at least that; load only makes it longer
+    assert float(m.group(2)) > THRESHOLD and float(m.group(3)) > 40
     assert int(m.group(4)) < int(m.group(1))  # it needed fewer samples than it took
     for _ in range(5):  # the constant-time card stays below the threshold, 5 runs out of 5
         out = _run()
