@@ -261,6 +261,7 @@ class Runner:
 
     def _steps(self) -> None:
         if any(isinstance(s, M.OthersUnchanged) for s in self.scenario.steps):
+            self.step = self.scenario.steps[0]  # a failed read is reported at the first step
             self.start_counters = {p.id: self.tries(p.id) for p in PINS}
         for index, step in enumerate(self.scenario.steps, 1):
             self.step = step
@@ -300,13 +301,16 @@ class Runner:
                 responses.append(self.tx(C.verify(value, sfi=spec.fid if s.sfi else None)))
             if s.expect is not None and s.expect.identical:
                 first = responses[0]
-                for other in responses[1:]:
-                    if (other.data, other.sw) != (first.data, first.sw):
-                        raise self.fail(
-                            "identical answers to " + ", ".join(map(str, s.values)),
-                            f"{first.sw:04X} every time",
-                            f"{other.sw:04X}",
-                        )
+                if any((r.data, r.sw) != (first.data, first.sw) for r in responses[1:]):
+                    shown = [v if isinstance(v, str) else "a literal" for v in s.values]
+                    raise self.fail(
+                        "identical answers to " + ", ".join(shown),
+                        "one and the same answer to every value",
+                        ", ".join(
+                            f"{v} → {r.sw:04X}" + (f" +{len(r.data)} B" if r.data else "")
+                            for v, r in zip(shown, responses, strict=True)
+                        ),
+                    )
             self.check(s, responses[-1], s.pin, before, sfi=s.sfi, final=i == s.repeat - 1)
 
     def do_status(self, s: M.Status) -> None:

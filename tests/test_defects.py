@@ -219,3 +219,21 @@ def test_parameters_that_hung_or_raised(spec: str) -> None:
     defect.check("UnknownDefectError", lines=1)
     cli.check("exit 2", lines=1)
     assert cli.text.startswith("pinloop: ") and spec.split("=")[0].split(":")[1] in cli.text
+
+
+def test_a_blocked_pin_that_lets_the_right_pin_through_is_reported_the_right_way_round() -> None:
+    from pathlib import Path
+
+    from harness.checks import ExpectationFailed
+    from harness.emulator import load_card_config, parse_profile
+    from harness.runner import Runner
+    from harness.scenario import load_scenarios
+    from harness.target import InProcessTarget
+
+    path = Path(__file__).resolve().parent.parent / "scenarios" / "blocked-answers-alike.pin.yaml"
+    scenario = load_scenarios(path)[0]
+    target = InProcessTarget(load_card_config(), parse_profile("ok-when-blocked"))
+    with pytest.raises(ExpectationFailed) as err:
+        Runner(target, scenario).run()
+    assert err.value.expected == "one and the same answer to every value"
+    assert "right → 9000" in err.value.actual and "→ 6984" in err.value.actual
