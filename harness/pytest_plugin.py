@@ -369,6 +369,7 @@ class ScenarioItem(pytest.Item):
     def setup(self) -> None:
         pool = self.config.stash[_POOL]
         target = pool.get(self.spec)
+        self.target = target  # skipped or not, the item's row is this reader's
         tags = self.scenario.tags
         if not target.emulated:
             if tags & {"emulator-only", "needs-reinit"}:
@@ -384,7 +385,6 @@ class ScenarioItem(pytest.Item):
                 )
         for pin in sorted(self.scenario.pins):
             target.secret(pin)  # a missing PIN is an error before anything is sent
-        self.target = target
 
     def runtest(self) -> None:
         from harness.runner import Runner

@@ -94,9 +94,14 @@ def test_a_virtual_reader_addressed_as_a_real_one(
         assert "1 error" in out and "1 skipped" in out, out[-2000:]
         # with the PIN: the safe scenario passes, the destructive one is skipped
         env = {env_name("jpki-auth"): "1234"}
-        proc = _pytest([*files, *select], env)
+        proc = _pytest([*files, *select, "--pinloop-reports", str(tmp_path / "r")], env)
         assert "1 passed, 1 skipped" in proc.stdout, proc.stdout[-2000:]
         assert "--pinloop-destructive-reader" in proc.stdout
+        # one reader, one row: the item skipped at set-up is filed under the reader too
+        import json
+
+        summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+        assert list(summary["readers"]) == [slot.reader], summary["readers"].keys()
         # opted in for exactly this reader: the destructive one runs too
         proc = _pytest([*files, *select, "--pinloop-destructive-reader", slot.reader], env)
         assert "2 passed" in proc.stdout, proc.stdout[-2000:]
