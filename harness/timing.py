@@ -16,8 +16,8 @@ false-positive rate of ALPHA, whatever their correlation (``bench/bench_leak.py`
 An A/A control (class A split at random into halves) is judged the same way; if it comes out
 significant the bench is not behaving, and the verdict is *inconclusive*. A pass is only
 claimed together with the minimum detectable effect: δ_min = (t_crit + 1.645)·σ·√(2/n), with
-t_crit the permutation threshold (about 4.5 in practice), i.e. n ≈ 2·((t_crit + 1.645)·σ/δ)²
-samples per class to see a leak δ with 95 % power.
+t_crit the permutation threshold (about 4 on the data seen so far), i.e.
+n ≈ 2·((t_crit + 1.645)·σ/δ)² samples per class to see a leak δ with 95 % power.
 """
 
 from __future__ import annotations
