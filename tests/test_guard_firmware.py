@@ -47,6 +47,21 @@ def _is_wrong_verify(raw: bytes, config: CardConfig) -> bool:
     return raw[5:] not in {v.encode() for v in config.secrets().values()}
 
 
+def _lost_at_wrong_verify(config: CardConfig, nth: int) -> Wrap:
+    """The connection fails at the ``nth`` wrong VERIFY (which never reaches the card)."""
+    seen = 0
+
+    def drop(inner: Callable[[bytes], bytes], raw: bytes) -> bytes:
+        nonlocal seen
+        if _is_wrong_verify(raw, config):
+            seen += 1
+            if seen == nth:
+                raise CardRemoved("the card left the reader")
+        return inner(raw)
+
+    return drop
+
+
 def test_a_reader_that_delivers_a_verify_twice(config: CardConfig, tmp_path) -> None:  # type: ignore[no-untyped-def]
     wrong = 0
 
@@ -204,17 +219,7 @@ def test_a_transport_that_loops_on_61xx_leaves_nothing_short(config: CardConfig,
 def test_a_connection_lost_mid_scenario_is_put_back_by_the_next_start(
     config: CardConfig, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    seen = 0
-
-    def drop(inner: Callable[[bytes], bytes], raw: bytes) -> bytes:
-        nonlocal seen
-        if _is_wrong_verify(raw, config):
-            seen += 1
-            if seen == 3:
-                raise CardRemoved("the card left the reader")
-        return inner(raw)
-
-    target, store = _wrapped(config, drop)
+    target, store = _wrapped(config, _lost_at_wrong_verify(config, 3))
     got = _run(target, _scenario(tmp_path, "  - verify: {pin: jpki-sign, value: wrong, repeat: 3}"))
     assert got.startswith("error: the card left the reader"), got
     assert store.state.pins["jpki-sign"].remaining == 3
@@ -240,17 +245,7 @@ def test_6cxx_never_sends_a_command_with_data_twice() -> None:
 def test_what_a_lost_connection_left_short_is_put_back_when_the_target_closes(
     config: CardConfig, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    seen = 0
-
-    def drop(inner: Callable[[bytes], bytes], raw: bytes) -> bytes:
-        nonlocal seen
-        if _is_wrong_verify(raw, config):
-            seen += 1
-            if seen == 2:
-                raise CardRemoved("the card left the reader")
-        return inner(raw)
-
-    target, store = _wrapped(config, drop)
+    target, store = _wrapped(config, _lost_at_wrong_verify(config, 2))
     _run(target, _scenario(tmp_path, "  - verify: {pin: jpki-sign, value: wrong, repeat: 2}"))
     assert store.state.pins["jpki-sign"].remaining == 4
     target.guard.finish()  # what RealReaderTarget.close does first
