@@ -105,6 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}")
     config.stash[_POOL] = TargetPool(config)
     config.stash[_SUMMARY] = Summary()
+    config.stash[_LAB_FAULTS] = set()
     config.stash[_READERS] = {}
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(SummaryCollector(config), "pinloop-summary")
@@ -120,11 +121,58 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if (
+        isinstance(item, ScenarioItem)
+        and call.when == "call"
+        and report.failed
+        and call.excinfo is not None
+        and not isinstance(call.excinfo.value, AssertionError)
+    ):
+        # a lab fault (or a harness bug) in the middle of a scenario: an error, as in set-up;
+        # travels on the report to an xdist controller
+        report.pinloop_lab_fault = True  # type: ignore[attr-defined]
     if isinstance(item, ScenarioItem) and (
         call.when == "call" or report.failed or (report.skipped and call.when == "setup")
     ):
         _record(item, call, report)
     return report
+
+
+def pytest_report_teststatus(
+    report: pytest.TestReport, config: pytest.Config
+) -> tuple[str, str, str] | None:
+    """A device defect fails; a lab fault is an error wherever in the item it happened."""
+    if report.when == "call" and report.failed and getattr(report, "pinloop_lab_fault", False):
+        return "error", "E", "ERROR"
+    return None
+
+
+def _junit_errors(path: Path, nodeids: set[str]) -> None:
+    """In the JUnit file pytest wrote, the lab faults of the call phase as ``<error>`` (pytest
+    writes every call-phase exception as ``<failure>``); the suites' counts follow."""
+    import xml.etree.ElementTree as ET
+
+    from _pytest.junitxml import mangle_test_address
+
+    wanted = set()
+    for nodeid in nodeids:
+        names = mangle_test_address(nodeid)
+        wanted.add((".".join(names[:-1]), names[-1]))
+    tree = ET.parse(path)  # noqa: S314 - the file pytest has just written
+    for suite in tree.getroot().iter("testsuite"):
+        moved = 0
+        for case in suite.iter("testcase"):
+            key = (case.get("classname", ""), case.get("name", ""))
+            if not any(key[1] == n and key[0].endswith(c) for c, n in wanted):
+                continue
+            failure = case.find("failure")
+            if failure is not None:
+                failure.tag = "error"
+                moved += 1
+        if moved:
+            suite.set("failures", str(int(suite.get("failures", "0")) - moved))
+            suite.set("errors", str(int(suite.get("errors", "0")) + moved))
+    tree.write(path, encoding="utf-8", xml_declaration=True)
 
 
 def _record(item: ScenarioItem, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
@@ -172,6 +220,8 @@ class SummaryCollector:
         self.config = config
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if getattr(report, "pinloop_lab_fault", False):
+            self.config.stash[_LAB_FAULTS].add(report.nodeid)
         row = getattr(report, "pinloop_row", None)
         if row is None:
             if report.failed and ".pin.y" in report.nodeid and "@" in report.nodeid:
@@ -186,10 +236,20 @@ class SummaryCollector:
         self.config.stash[_READERS].setdefault(reader["target"] + "|" + reader["name"], reader)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's junitxml has written its file
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if hasattr(config, "workerinput"):
         return  # xdist workers: the controller writes the session's files
+    xmlpath = getattr(config.option, "xmlpath", None)
+    faults = config.stash.get(_LAB_FAULTS, set())
+    if xmlpath and faults and Path(xmlpath).exists():
+        try:
+            _junit_errors(Path(xmlpath), faults)
+        except (OSError, ValueError) as exc:  # a full disk, or a file pytest did not finish
+            reporter = config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"pinloop: JUnit lab faults not marked: {exc}", yellow=True)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     reports = config.getoption("--pinloop-reports")
     if reports:
@@ -330,6 +390,7 @@ def describe_target(spec: str, target: Target) -> dict[str, str]:
 
 _POOL = pytest.StashKey[TargetPool]()
 _ALLURE = pytest.StashKey[SafeFileLogger | None]()
+_LAB_FAULTS = pytest.StashKey[set[str]]()
 _SUMMARY = pytest.StashKey[Summary]()
 _READERS = pytest.StashKey[dict[str, dict[str, str]]]()
 

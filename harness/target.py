@@ -383,7 +383,10 @@ class RealReaderTarget(GuardedCard, Target):
         try:
             self.guard.finish()
         except Exception as exc:  # at the end of a session there is no test left to fail
-            print(f"pinloop: {self.name}: {exc}", file=sys.stderr)
+            print(
+                f"pinloop: {self.name}: what was spent could not be put back at close: {exc}",
+                file=sys.stderr,
+            )
         finally:
             self.transport.close()
 
