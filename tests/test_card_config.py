@@ -15,7 +15,7 @@ def test_default_card() -> None:
     cfg = load_card_config(DEFAULT_CONFIG_PATH)
     assert cfg.name == "pinloop-default" and cfg.model == "jpki-contact"
     assert cfg.code_a == "123456789018"
-    assert cfg.code_b == "55021720352285"  # 昭和55/02/17, 2035, 2285 (card.md §4.1)
+    assert cfg.code_b == "55021720352285"  # 昭和55/02/17, 2035, 2285
     assert cfg.birth_key == "550217"
     assert set(cfg.secrets()) >= {"jpki-auth", "kenkaku-birth"}
 

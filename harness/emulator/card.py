@@ -280,7 +280,7 @@ class EmulatedCard:
             return _OK
         if cmd.p1 == 0x00 and cmd.data in (b"", b"\x3f\x00"):
             # the MF cannot be selected after a cold reset; with an application selected
-            # the card answers 9000 and stays where it is (card.md §3.1, [CLAIM])
+            # the card answers 9000 and stays where it is ([CLAIM]: one source, soltia48/myna-card)
             return _OK if self._df is not None else _r(SW.INCORRECT_P1P2)
         return _r(SW.INCORRECT_P1P2)
 
@@ -407,7 +407,8 @@ class EmulatedCard:
         return _OK
 
     def _reset_retry_counter(self, cmd: CommandAPDU) -> ResponseAPDU:
-        """TEST mechanism (card.md §6): ``reset code ‖ new PIN`` or ``reset code`` alone.
+        """TEST mechanism (the real re-initialisation is not public): ``reset code ‖ new PIN``
+        or ``reset code`` alone.
 
         The window code re-initialises any PIN object; the kiosk code only a JPKI PIN, and
         only while the other JPKI PIN is verified.
@@ -517,5 +518,5 @@ class EmulatedCard:
         if cmd.data or cmd.le is None:
             return _r(SW.WRONG_LENGTH)
         if cmd.is_extended:
-            return _r(SW.CONDITIONS_NOT_SATISFIED)  # card.md §3.7 [CLAIM]
+            return _r(SW.CONDITIONS_NOT_SATISFIED)  # [CLAIM]: soltia48/myna-card
         return _r(SW.OK, os.urandom(cmd.le))

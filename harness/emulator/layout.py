@@ -1,8 +1,8 @@
 """The file system of the emulated My Number card: applications, EFs and PIN objects.
 
-Facts and disputed points are from ``shared/docs/card.md`` (its decisions section rules where
-sources disagree). What is unknown publicly is marked ``[chosen]`` where the emulator had to
-pick a behaviour.
+Facts come from public clients and real-card traces (OpenSC's jpki driver, the myna tools,
+municipal and J-LIS FAQs); where sources disagree the decision is noted beside the fact. What is
+unknown publicly is marked ``[chosen]`` where the emulator had to pick a behaviour.
 
 Identifiers used everywhere in pinloop (scenarios, state files, reports):
 
@@ -126,7 +126,8 @@ APPLICATIONS: tuple[Application, ...] = (
 )
 APPS_BY_ID = {a.id: a for a in APPLICATIONS}
 
-#: PIN limits that public sources dispute; a card config may override them (card.md §4.2)
+#: PIN limits that public sources dispute (3 in one fixture, 10 in another, no official
+#: figure); a card config may override them
 VERIFICATION_CODE_TRIES = 10
 
 PINS: tuple[PinSpec, ...] = (
@@ -236,7 +237,8 @@ PINS_BY_ID = {p.id: p for p in PINS}
 #: PINs a user sets (and that a card config must give); the others derive from the identity
 USER_PINS: tuple[str, ...] = tuple(p.id for p in PINS if p.settable)
 
-#: the kiosk route re-initialises one JPKI PIN when the *other* one is verified (card.md §6.2)
+#: the kiosk route (the J-LIS PIN reset service) re-initialises one JPKI PIN when the *other*
+#: one is verified
 KIOSK_PARTNER = {"jpki-auth": "jpki-sign", "jpki-sign": "jpki-auth"}
 
 _KP = FileKind

@@ -1,4 +1,5 @@
-"""Card models: the answer-to-reset and what the chip supports (card.md §5)."""
+"""Card models: the answer-to-reset and what the chip supports (contact T=1, extended length
+or not, contactless)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Personalisation: turn a :class:`CardConfig` into a fresh card's NVM (:class:`CardState`).
 
 Generates the card's RSA-2048 keys (auth, sign, and a per-card test CA), its certificates, and
-the contents of every readable EF in the layouts card.md describes (TLV structures, physical
+the contents of every readable EF in the layouts public clients parse (TLV structures, physical
 sizes with ``FF`` filler). Contents that real cards fill with data nobody publishes (CV
 certificates, images) are deterministic filler of the right size and shape.
 """
