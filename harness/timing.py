@@ -70,16 +70,6 @@ def welch_t(a: Sequence[float], b: Sequence[float]) -> float:
     return 0.0 if se == 0 else (statistics.fmean(a) - statistics.fmean(b)) / se
 
 
-def _cropped_ts(a: Sequence[float], b: Sequence[float]) -> list[float]:
-    pooled = sorted([*a, *b])
-    out = []
-    for p in CROP_PERCENTILES:
-        cut = pooled[min(len(pooled) - 1, int(p * len(pooled)))]
-        ca, cb = [x for x in a if x <= cut], [x for x in b if x <= cut]
-        out.append(welch_t(ca, cb))
-    return out
-
-
 def max_t_permutation(
     a: Sequence[float], b: Sequence[float], *, permutations: int = PERMUTATIONS, seed: int = 0
 ) -> tuple[float, float, float]:

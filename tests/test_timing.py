@@ -15,8 +15,8 @@ import pytest
 
 from harness.timing import (
     ALPHA,
+    CROP_PERCENTILES,
     THRESHOLD,
-    _cropped_ts,
     leak_test,
     max_t_permutation,
     welch_t,
@@ -164,6 +164,16 @@ def test_a_leak_verdict_must_replicate_in_an_independent_run(
     with pytest.raises(HarnessError, match="inconclusive, then leak"):
         run(("inconclusive", 1.0), ("leak", 2.0))
     assert run(("pass", 0.0)).trace  # a pass is not repeated
+
+
+def _cropped_ts(a: list[float], b: list[float]) -> list[float]:
+    """The 100 cropped Welch t computed one by one: the reference for the vectorised ones."""
+    pooled = sorted([*a, *b])
+    out = []
+    for p in CROP_PERCENTILES:
+        cut = pooled[min(len(pooled) - 1, int(p * len(pooled)))]
+        out.append(welch_t([x for x in a if x <= cut], [x for x in b if x <= cut]))
+    return out
 
 
 def test_the_vectorised_statistic_is_the_largest_of_the_101_welch_t() -> None:

@@ -30,8 +30,9 @@ VALUE_WORDS = [
     "bad-charset",
     "fresh",
 ]
-#: values that present something other than the PIN (may cost a try on a real card)
-WRONG_VALUES = frozenset(VALUE_WORDS) - {"right", "new"}
+#: values that are the PIN the card holds at that point of a scenario (everything else, and a
+#: literal, may cost a try on a real card)
+RIGHT_VALUES = frozenset({"right", "new"})
 SW_PATTERN = "^([0-9A-Fa-f]{4}|63C[xX]|ok|blocked|wrong-length|denied|not-found)$"
 TRIES_PATTERN = "^(max|max-[0-9]+|unchanged|one-less|[0-9]+)$"
 

@@ -11,9 +11,7 @@ a raw VERIFY with a wrong value is refused on a real card unless destructive run
 from __future__ import annotations
 
 from harness.scenario import model as M
-
-#: values that are the PIN the card holds at that point of the scenario
-RIGHT = frozenset({"right", "new"})
+from harness.scenario.schema import RIGHT_VALUES
 
 
 def declared_spend(scenario: M.Scenario, max_tries: dict[str, int] | None = None) -> dict[str, int]:
@@ -29,7 +27,7 @@ def declared_spend(scenario: M.Scenario, max_tries: dict[str, int] | None = None
         if isinstance(step, M.Verify):
             for _ in range(step.repeat):
                 for v in step.values:
-                    if isinstance(v, str) and v in RIGHT:
+                    if isinstance(v, str) and v in RIGHT_VALUES:
                         out[step.pin] = 0
                     else:
                         spend(step.pin)
