@@ -63,7 +63,6 @@ class GuardSetupError(HarnessError):
     """The card cannot be brought to a scenario's starting state (a lab fault)."""
 
 
-_QUERY_SW_BLOCKED = SW.REFERENCE_DATA_BLOCKED
 #: tries a PIN keeps without the destructive opt-in: the last one, and one for a VERIFY that a
 #: reader delivers twice
 _RESERVE = 2
@@ -106,6 +105,12 @@ class _Plan:
     pin: str | None = None
     right: bool = False
     before: int | None = None
+
+
+def _query_count(sw: int) -> int | None:
+    """The counter a status query answered: ``63 Cx``, or 0 for ``69 84`` (blocked)."""
+    left = SW.retries_left(sw)
+    return 0 if left is None and sw == SW.REFERENCE_DATA_BLOCKED else left
 
 
 def _tries(n: int) -> str:
@@ -201,7 +206,7 @@ class RealCardGuard:
         self.touched = set(pins)
         if self.stopped:
             self.destructive_ok = False
-            raise Refused(f"{self.name}: tries on this card were stopped: {self.stopped}")
+            self._refuse_stopped()
         try:
             self.power_cycle()
             for w in self.watch.values():
@@ -311,7 +316,7 @@ class RealCardGuard:
         if kind in ("select", "safe"):
             return _Plan(kind, cmd)
         if self.stopped:
-            raise Refused(f"{self.name}: tries on this card were stopped: {self.stopped}")
+            self._refuse_stopped()
         if kind == "unknown":
             if not self.destructive_ok:
                 raise Refused(
@@ -411,8 +416,8 @@ class RealCardGuard:
                 w.lost = "re-initialised by RESET RETRY COUNTER: its value is no longer known"
 
     def _after_query(self, w: PinWatch, p2: int, left: int | None, sw: int) -> None:
-        if left is None:
-            w.known = 0 if sw == _QUERY_SW_BLOCKED else None
+        if left is None:  # 69 84: blocked, as the guard records it; anything else: unknown
+            w.known = _query_count(sw)
             return
         if w.pending:
             self._check_restored(w, p2, left)
@@ -502,11 +507,7 @@ class RealCardGuard:
             self.last_extra_ns += time.perf_counter_ns() - t
 
     def _own_query(self, p2: int) -> int | None:
-        resp = self._own(CommandAPDU(0x00, 0x20, 0x00, p2))
-        left = SW.retries_left(resp.sw)
-        if left is None and resp.sw == _QUERY_SW_BLOCKED:
-            return 0
-        return left
+        return _query_count(self._own(CommandAPDU(0x00, 0x20, 0x00, p2)).sw)
 
     def _read(self, w: PinWatch, p2: int) -> int:
         left = self._own_query(p2)
@@ -711,6 +712,9 @@ class RealCardGuard:
         for w in self.watch.values():
             w.known = None
             w.pending = False
+
+    def _refuse_stopped(self) -> None:
+        raise Refused(f"{self.name}: tries on this card were stopped: {self.stopped}")
 
     def _stop(self, why: str) -> None:
         self.stopped = why
