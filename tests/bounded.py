@@ -58,6 +58,12 @@ class Outcome:
         assert self.seconds <= LIMIT_SECONDS, f"took {self.seconds:.2f} s: {self.text}"
         assert self.peak_mb <= LIMIT_MB, f"peak {self.peak_mb:.0f} MB: {self.text}"
 
+    def check_at(self, path: object, line: int, words: str) -> None:
+        """:meth:`check`, and the error names ``path:line`` and says ``words``."""
+        self.check()
+        assert self.path == str(path) and self.line == line, self.text
+        assert f"{path}:{line}" in self.text and words in self.text, self.text
+
 
 def measure(cases: Sequence[tuple[str, ...]], timeout: float = 300) -> list[Outcome]:
     """Run ``cases`` in one bounded child process; one outcome per case, in order."""

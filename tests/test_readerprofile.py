@@ -120,9 +120,7 @@ def bounded(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, Outcom
 def test_small_inputs_that_used_to_explode(case: int, bounded: list[tuple[Path, Outcome]]) -> None:
     _, line, words = BOUNDED[case]
     path, out = bounded[case]
-    out.check()
-    assert out.path == str(path) and out.line == line, out.text
-    assert f"{path}:{line}" in out.text and words in out.text, out.text
+    out.check_at(path, line, words)
 
 
 def test_a_backtracking_pattern_matches_in_linear_time(tmp_path: Path) -> None:
