@@ -74,7 +74,7 @@ def _run(argv: list[str], cwd: Path, log: Path, isolate: bool) -> tuple[int, flo
         rc = subprocess.call(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
     elapsed = time.monotonic() - t
     text = log.read_text(errors="replace")
-    last = re.findall(r"=+ (.*(?:passed|failed|error).*) =+", text)
+    last = re.findall(r"^=*\s*(\d+ (?:passed|failed|errors?)\b.*? in [\d.]+s.*?)\s*=*$", text, re.M)
     return rc, elapsed, last[-1] if last else f"exit {rc}"
 
 
