@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import socket
@@ -96,108 +97,158 @@ PCSCD_SOCKET = "/run/pcscd/pcscd.comm"
 #: where a process's open file descriptors are listed (Linux, then macOS and the BSDs)
 FD_DIRS = ("/proc/self/fd", "/dev/fd")
 
+log = logging.getLogger(__name__)
+
 
 class DeadlineFallback(RuntimeWarning):
     """PC/SC calls are bounded by worker threads, not by the watchdog (said once)."""
 
 
+_socket_path: list[str] = []
+
+
 def pcscd_socket() -> str:
-    """The path of the socket pcsc-lite's client connects to."""
-    return os.environ.get("PCSCLITE_CSOCK_NAME") or PCSCD_SOCKET
+    """The path of the socket pcsc-lite's client connects to. pcsc-lite reads the variable
+    once per process, at its first context; so does this."""
+    if not _socket_path:
+        _socket_path.append(os.environ.get("PCSCLITE_CSOCK_NAME") or PCSCD_SOCKET)
+    return _socket_path[0]
 
 
 def _same_path(a: str, b: str) -> bool:
     return a == b or os.path.realpath(a) == os.path.realpath(b)
 
 
-def _socket_fds() -> set[int] | None:
-    """This process's open socket descriptors (``None`` when they cannot be listed)."""
+def _sockets() -> dict[tuple[int, int], int] | None:
+    """This process's open sockets, ``(device, inode)`` to one descriptor of each; ``None``
+    when they cannot be listed. By identity, not by number: a number closed and reused
+    while a context is established is not a new socket, nor is a copy of an old one."""
     for where in FD_DIRS:
         try:
             names = os.listdir(where)
         except OSError:
             continue
-        found = set()
+        found: dict[tuple[int, int], int] = {}
         for name in names:
             try:
-                if stat.S_ISSOCK(os.fstat(int(name)).st_mode):
-                    found.add(int(name))
+                st = os.fstat(int(name))
             except (OSError, ValueError):
                 continue
+            if stat.S_ISSOCK(st.st_mode):
+                found.setdefault((st.st_dev, st.st_ino), int(name))
         return found
     return None
 
 
+def _dup_socket(fd: int) -> socket.socket:
+    copy = os.dup(fd)
+    try:
+        return socket.socket(fileno=copy)
+    except OSError:
+        os.close(copy)
+        raise
+
+
 def _peer(fd: int) -> str | None:
     try:
-        probe = socket.socket(fileno=os.dup(fd))
+        probe = _dup_socket(fd)
     except OSError:
         return None
-    try:
-        if probe.family != socket.AF_UNIX:
+    with probe:
+        try:
+            peer = probe.getpeername() if probe.family == socket.AF_UNIX else None
+        except OSError:
             return None
-        peer = probe.getpeername()
-        return peer if isinstance(peer, str) else None
-    except OSError:
-        return None
-    finally:
-        probe.close()
+    return peer if isinstance(peer, str) else None
 
 
-_said: set[str] = set()
+_said: list[str] = []
 
 
 def _say_once(reason: str) -> None:
-    if "fallback" in _said:
+    """Warn, once per process, that calls are bounded by worker threads."""
+    if _said:
         return
-    _said.add("fallback")
-    warnings.warn(
-        f"pinloop: {reason}; every PC/SC call now runs in a worker thread of its own so that "
-        "it still meets its deadline",
-        DeadlineFallback,
-        stacklevel=3,
+    _said.append(reason)
+    message = (
+        f"pinloop: {reason}; PC/SC calls run in worker threads of their own so that they "
+        "still meet their deadlines"
     )
+    log.warning(message)
+    # with warnings turned into errors the call must still go on: the message is logged
+    with contextlib.suppress(Warning):
+        warnings.warn(message, DeadlineFallback, stacklevel=4)
+
+
+def _background(job: Callable[[], object], name: str) -> None:
+    """``job`` in a daemon thread of its own (not at all if no thread can be started)."""
+    with contextlib.suppress(RuntimeError):
+        threading.Thread(target=job, name=name, daemon=True).start()
 
 
 _ESTABLISH_LOCK = threading.Lock()
 
+Established = tuple[int, int, "socket.socket | None", "str | None"]
 
-def _establish() -> tuple[int, int, socket.socket | None, str | None]:
+
+def _establish() -> Established:
     """``SCardEstablishContext`` and the context's own socket (``None`` and why not)."""
     with _ESTABLISH_LOCK:
-        before = _socket_fds()
+        before = _sockets()
         rv, ctx = S.SCardEstablishContext(S.SCARD_SCOPE_USER)
-        if rv != S.SCARD_S_SUCCESS or before is None:
-            why = None if rv != S.SCARD_S_SUCCESS else "no list of open descriptors"
-            return rv, ctx, None, why
-        after = _socket_fds() or set()
-    want = pcscd_socket()
-    new = [fd for fd in after - before if (p := _peer(fd)) is not None and _same_path(p, want)]
-    if len(new) != 1:
-        return rv, ctx, None, f"{len(new)} new sockets to {want} after SCardEstablishContext"
-    return rv, ctx, socket.socket(fileno=os.dup(new[0])), None
+        if rv != S.SCARD_S_SUCCESS:
+            return rv, ctx, None, None
+        if before is None:
+            return rv, ctx, None, "no list of open descriptors"
+        want = pcscd_socket()
+        try:
+            new = [
+                fd
+                for key, fd in (_sockets() or {}).items()
+                if key not in before and (p := _peer(fd)) is not None and _same_path(p, want)
+            ]
+            if len(new) != 1:
+                why = f"{len(new)} new sockets to {want} after SCardEstablishContext"
+                return rv, ctx, None, why
+            return rv, ctx, _dup_socket(new[0]), None
+        except OSError as exc:
+            return rv, ctx, None, f"cannot inspect its descriptors ({exc})"
 
 
 # -- worker threads ------------------------------------------------------------------------
 
-#: calls abandoned in pcsc-lite that have not returned yet. pcsc-lite holds a process-wide
-#: lock through ``SCardEstablishContext``: while one is stuck, a call in any other context
-#: may wait for that lock, where no socket shutdown can reach it; so every context then
-#: runs its calls in workers.
+#: calls abandoned in pcsc-lite that have not returned yet, and how many of them are
+#: ``SCardEstablishContext``. pcsc-lite holds a process-wide lock through an establish:
+#: while one is stuck, a call in any other context may wait for that lock, where no socket
+#: shutdown reaches it; so while this is not 0 every call runs in a worker.
 _stuck = [0]
+_stuck_establish = [0]
+#: contexts established after their caller gave up, released since
+_late_released = [0]
 _STUCK_LOCK = threading.Lock()
 
 
 class _Worker:
-    """A thread that runs the PC/SC calls of one context, so that the caller can stop
-    waiting. An overrun call is abandoned with its thread: it returns when pcscd wakes up,
-    or never (the thread is a daemon)."""
+    """A thread that runs the PC/SC calls of one context, one after another, so that the
+    caller can stop waiting. A call that overruns is abandoned: the worker takes no new
+    call, but runs what is queued after it (the context's release) once it returns, so
+    that nothing else touches the context meanwhile. It may never return (a daemon)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, establish: bool = False) -> None:
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._establish = establish
         self.abandoned = False
-        threading.Thread(target=self._run, name=name, daemon=True).start()
+        try:
+            threading.Thread(target=self._run, name=name, daemon=True).start()
+        except RuntimeError as exc:
+            raise TransportError(f"{name}: cannot start a worker thread ({exc})") from None
+
+    def _count(self, step: int) -> None:
+        with _STUCK_LOCK:
+            _stuck[0] += step
+            if self._establish:
+                _stuck_establish[0] += step
 
     def _run(self) -> None:
         while True:
@@ -209,17 +260,26 @@ class _Worker:
                 result: tuple[bool, Any] = (True, job())
             except BaseException as exc:  # handed to the caller
                 result = (False, exc)
+            if box is None:  # queued by later(): nobody waits for it
+                continue
             with self._lock:
                 box.append(result)
                 done.set()
                 abandoned = self.abandoned
-            if abandoned:
-                with _STUCK_LOCK:
-                    _stuck[0] -= 1
+            if abandoned:  # the caller gave up on this call: it is no longer stuck
+                self._count(-1)
                 if late is not None and result[0]:
                     with contextlib.suppress(Exception):
                         late(result[1])
-                return
+
+    def _abandon(self, box: list[Any]) -> bool:
+        """Give up on the call whose result goes in ``box``, unless it has just come."""
+        with self._lock:
+            if box:
+                return False
+            self.abandoned = True
+            self._count(+1)
+            return True
 
     def call(
         self,
@@ -234,30 +294,35 @@ class _Worker:
         box: list[tuple[bool, Any]] = []
         done = threading.Event()
         self._jobs.put((job, box, done, late))
-        if not done.wait(seconds):
-            with self._lock:
-                if not box:
-                    self.abandoned = True
-                    with _STUCK_LOCK:
-                        _stuck[0] += 1
-                    raise TransportTimeout(f"{what}: no answer within {seconds:.3g} s")
+        try:
+            finished = done.wait(seconds)
+        except BaseException:  # Ctrl-C while waiting: that call is abandoned too
+            self._abandon(box)
+            raise
+        if not finished and self._abandon(box):
+            raise TransportTimeout(f"{what}: no answer within {seconds:.3g} s")
         ok, value = box[0]
         if ok:
             return value  # type: ignore[no-any-return]
         raise value
 
+    def later(self, job: Callable[[], object]) -> None:
+        """``job`` after the call in progress (if any), in this worker; nobody waits."""
+        self._jobs.put((job, None, None, None))
+
     def stop(self) -> None:
-        if not self.abandoned:
-            self._jobs.put(None)
+        self._jobs.put(None)
 
 
-def _drop(established: tuple[int, int, socket.socket | None, str | None]) -> None:
+def _drop(established: Established) -> None:
     """A context established after its caller gave up: give it back."""
     rv, ctx, sock, _why = established
     if sock is not None:
         sock.close()
     if rv == S.SCARD_S_SUCCESS:
         S.SCardReleaseContext(ctx)
+        with _STUCK_LOCK:
+            _late_released[0] += 1
 
 
 def establish_context(
@@ -268,9 +333,15 @@ def establish_context(
     pcsc-lite gives every context its own UNIX socket; shutting that socket down makes a
     call blocked on it return ``SCARD_F_COMM_ERROR``. That is how the watchdog enforces a
     deadline on calls that pcsc-lite itself never times out. The establishing itself runs
-    in a worker under ``deadline``.
+    in a worker under ``deadline``; while an earlier one is still stuck (pcscd frozen), a
+    new one is refused at once instead of queueing one more thread behind it.
     """
-    worker = _Worker("pcsc establish")
+    if _stuck_establish[0]:
+        raise TransportTimeout(
+            f"{what}: establish context: an earlier SCardEstablishContext of this process is "
+            "still waiting for pcscd"
+        )
+    worker = _Worker("pcsc establish", establish=True)
     try:
         rv, ctx, sock, why = worker.call(
             _establish, deadline, f"{what}: establish context", late=_drop
@@ -299,20 +370,27 @@ class _Watchdog:
     def watch(self, context: _Context) -> None:
         with self._lock:
             self._watched.add(context)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="pcsc watchdog", daemon=True)
-                self._thread.start()
+            if self._thread is None or not self._thread.is_alive():
+                thread = threading.Thread(target=self._run, name="pcsc watchdog", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError as exc:
+                    raise TransportError(f"cannot start the PC/SC watchdog ({exc})") from None
+                self._thread = thread
 
     def _run(self) -> None:
         while True:
             time.sleep(self.TICK)
-            now = time.monotonic()
-            with self._lock:
-                watched = list(self._watched)
-            for context in watched:
-                due = context._due
-                if due is not None and now > due:
-                    context._break()
+            try:
+                now = time.monotonic()
+                with self._lock:
+                    watched = list(self._watched)
+                for context in watched:
+                    due = context._due
+                    if due is not None and now > due:
+                        context._break(due)
+            except Exception:  # noqa: S112 - one odd context must not end every deadline
+                continue
 
 
 _WATCHDOG = _Watchdog()
@@ -322,81 +400,105 @@ class _Context:
     """One PC/SC context whose every call returns or raises within its deadline.
 
     Socket mode when the context's socket was found (the watchdog cuts it), worker mode
-    otherwise or while some call of this process is stuck in pcsc-lite.
+    when it was not, and for every call made while some call of this process is stuck in
+    pcsc-lite (back to socket mode when none is).
     """
 
     def __init__(self, name: str, deadline: float) -> None:
         self.name = name
         self.deadline = deadline
-        self._due: float | None = None  # deadline of the call in progress (socket mode)
+        self._due: float | None = None  # when the call in progress overruns
+        self._seconds = deadline  # the deadline of the call in progress
         self._broken: str | None = None
         self._worker: _Worker | None = None
         self._ctx: int | None = None
         self._sock: socket.socket | None = None
         self._ctx, self._sock = establish_context(name, deadline)
-        if self._sock is None:
-            self._worker = _Worker(f"pcsc {name}")
-        else:
+        if self._sock is not None:
             _WATCHDOG.watch(self)
 
     @property
     def worker_mode(self) -> bool:
-        return self._worker is not None
+        """Whether calls run in a worker thread now."""
+        return self._sock is None or bool(_stuck[0])
+
+    def _timeout(self, what: str) -> TransportTimeout:
+        return TransportTimeout(f"{self.name}: {what}: no answer within {self._seconds:.3g} s")
 
     def _call(self, job: Callable[[], T], what: str, seconds: float | None = None) -> T:
         seconds = self.deadline if seconds is None else seconds
         if self._broken:
             raise TransportTimeout(f"{self.name}: {what}: transport broken ({self._broken})")
-        if self._worker is None and _stuck[0]:
-            self._worker = _Worker(f"pcsc {self.name}")
-        if self._worker is not None:
-            try:
-                return self._worker.call(job, seconds, f"{self.name}: {what}")
-            except TransportTimeout:
-                if self._worker.abandoned:
-                    self._broken = f"a call overran its {seconds:.3g} s deadline"
-                raise
+        self._seconds = seconds
+        if self._sock is None or _stuck[0]:
+            return self._in_worker(job, what, seconds)
         self._due = time.monotonic() + seconds
         try:
             result = job()
         except TransportError:
             if self._broken:
-                raise TransportTimeout(
-                    f"{self.name}: {what}: no answer within {seconds:.3g} s"
-                ) from None
+                raise self._timeout(what) from None
             raise
         finally:
             self._due = None
         if self._broken:  # the watchdog fired as the call returned: trust neither
-            raise TransportTimeout(f"{self.name}: {what}: no answer within {seconds:.3g} s")
+            raise self._timeout(what)
         return result
 
-    def _break(self) -> None:
-        """Called by the watchdog: make the blocked call return by cutting its socket."""
-        if self._broken:
-            return
-        self._broken = f"a call overran its {self.deadline:.3g} s deadline"
+    def _in_worker(self, job: Callable[[], T], what: str, seconds: float) -> T:
+        if self._worker is None:
+            self._worker = _Worker(f"pcsc {self.name}")
         if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
+            _say_once("a PC/SC call of this process is stuck in pcsc-lite")
+            # the watchdog still cuts the socket: a call blocked on it returns, and its worker
+            self._due = time.monotonic() + seconds
+        try:
+            result = self._worker.call(job, seconds, f"{self.name}: {what}")
+        except TransportTimeout:
+            if self._worker.abandoned:
+                self._broken = f"a call overran its {seconds:.3g} s deadline"
+            raise
+        except TransportError:
+            if self._broken:
+                raise self._timeout(what) from None
+            raise
+        finally:
+            self._due = None
+        if self._broken:
+            raise self._timeout(what)
+        return result
+
+    def _break(self, due: float) -> None:
+        """Called by the watchdog: make the call due at ``due`` return by cutting its
+        socket (not a later call: the watchdog may have read ``due`` just before it ended)."""
+        if self._broken or self._due != due:
+            return
+        self._broken = f"a call overran its {self._seconds:.3g} s deadline"
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(Exception):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _release(self) -> None:
         ctx, self._ctx = self._ctx, None
+        worker = self._worker
         if ctx is not None:
-            if self._broken:
-                # pcscd may never answer, and an abandoned call may hold the context's
-                # lock: let a thread of its own wait for that
-                threading.Thread(
-                    target=S.SCardReleaseContext, args=(ctx,), name="pcsc release", daemon=True
-                ).start()
+            release = partial(S.SCardReleaseContext, ctx)
+            if worker is not None and worker.abandoned:
+                # the abandoned call may still be inside pcsc-lite with this context: its
+                # worker releases the context once that call has returned, not before
+                worker.later(release)
+            elif self._broken or _stuck[0]:
+                # pcscd may never answer, or pcsc-lite wait for a lock a stuck call holds
+                _background(release, "pcsc release")
             else:
                 with contextlib.suppress(TransportError):
-                    self._call(lambda: S.SCardReleaseContext(ctx), "release context")
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._worker is not None:
-            self._worker.stop()
+                    self._call(release, "release context")
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        if worker is not None:
+            worker.stop()
 
     def __enter__(self) -> _Context:
         return self
@@ -485,11 +587,15 @@ class PcscTransport(_Context):
         self._atr = self._status_atr()
 
     def _status_atr(self) -> bytes:
+        if self._broken:  # abandoned between two PC/SC calls: no further call
+            raise TransportError("deadline")
         rv, _reader, _state, _protocol, atr = S.SCardStatus(self._card)
         check(rv, "status", self.name)
         return bytes(atr)
 
     def _send(self, raw: bytes) -> bytes:
+        if self._broken:  # abandoned between two PC/SC calls (GET RESPONSE): no further call
+            raise TransportError("deadline")
         if self._card is None:
             raise CardRemoved(f"{self.name}: not connected")
         t = time.perf_counter_ns()
@@ -523,9 +629,10 @@ class PcscTransport(_Context):
         # The hot path of every run, inlined: one SCardTransmit under the deadline, and a
         # response that needs no T=0 procedure. Anything else takes the general path.
         card = self._card
-        if card is not None and not self._broken and self._worker is None and not _stuck[0]:
+        if card is not None and not self._broken and self._sock is not None and not _stuck[0]:
             raw = list(cmd.to_bytes())
-            self._due = time.monotonic() + self.deadline
+            self._seconds = self.deadline
+            due = self._due = time.monotonic() + self.deadline
             t = time.perf_counter_ns()
             try:
                 rv, resp = S.SCardTransmit(card, self._protocol, raw)
@@ -542,7 +649,9 @@ class PcscTransport(_Context):
             if rv != S.SCARD_S_SUCCESS or self._broken or len(resp) < 2:
                 return self._call(lambda: self._fail(rv, resp), "transmit")
             first = bytes(resp)
-            return self._call(lambda: exchange(self._then(first), cmd), "transmit")
+            # the rest of the exchange (GET RESPONSE, 6C) within what is left of the deadline
+            left = max(0.001, due - time.monotonic())
+            return self._call(lambda: exchange(self._then(first), cmd), "transmit", left)
         self.last_wire_ns = 0
         return self._call(lambda: exchange(self._send, cmd), "transmit")
 
