@@ -11,7 +11,8 @@ What it does:
    the tox environment, built from ``constraints.txt``).
 2. While ``bench/load.py`` keeps every core busy: ``./run test`` (exactly what ``.ci/run``
    calls) ``--test-runs`` times, then every PC/SC test module (those that start pcscd)
-   ``--module-runs`` times, round-robin, each run a fresh ``pytest`` process.
+   ``--module-runs`` times, round-robin, each run a fresh ``pytest`` process (``--jobs`` of
+   them at once, each in its own namespace: a harsher load than the busy processes alone).
 3. A table: runs, failures and median wall time of each; the log of every failed run is
    kept and named.
 
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,8 +102,16 @@ def main() -> int:
         default=_can_isolate(),
         help="a mount and network namespace per run (default: when root with unshare)",
     )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="module runs at once, each in its own namespace (needs --isolate; more load)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the clone and every log")
     args = ap.parse_args()
+    if args.jobs > 1 and not args.isolate:
+        ap.error("--jobs above 1 needs --isolate: two runs would share one pcscd")
 
     work = Path(tempfile.mkdtemp(prefix="pinloop-soak-"))
     clone, logs = work / "pinloop", work / "logs"
@@ -146,20 +156,26 @@ def main() -> int:
         by_module = {m: Tally(m) for m in modules}
         tallies += by_module.values()
         python = str(clone / ".tox" / "check" / "bin" / "python")
-        for i in range(args.module_runs):
-            for module, tally in by_module.items():
-                log = logs / f"{Path(module).stem}-{i + 1}.log"
-                argv = [python, "-m", "pytest", module, "-q", "-p", "no:cacheprovider"]
-                rc, elapsed, summary = _run(argv, clone, log, args.isolate)
-                tally.seconds.append(elapsed)
-                tally.summary = summary
-                if rc != 0:
-                    tally.failed.append(log)
-                    print(f"[soak] FAILED {module} run {i + 1}: {summary} (log: {log})", flush=True)
-            print(
-                f"[soak] round {i + 1}/{args.module_runs} of {len(modules)} modules done",
-                flush=True,
-            )
+
+        def one(round_: int, module: str) -> None:
+            tally = by_module[module]
+            log = logs / f"{Path(module).stem}-{round_ + 1}.log"
+            argv = [python, "-m", "pytest", module, "-q", "-p", "no:cacheprovider"]
+            rc, elapsed, summary = _run(argv, clone, log, args.isolate)
+            tally.seconds.append(elapsed)
+            tally.summary = summary
+            if rc != 0:
+                tally.failed.append(log)
+                print(
+                    f"[soak] FAILED {module} run {round_ + 1}: {summary} (log: {log})", flush=True
+                )
+
+        # round-robin: a soak cut short has still run every module about as often
+        tasks = [(i, m) for i in range(args.module_runs) for m in modules]
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for n, _ in enumerate(pool.map(lambda task: one(*task), tasks), 1):
+                if n % len(modules) == 0:
+                    print(f"[soak] {n // len(modules)}/{args.module_runs} rounds done", flush=True)
 
     print(f"\n{'what':<36} {'runs':>4} {'failed':>6} {'median':>11}  last summary")
     for tally in tallies:
