@@ -92,7 +92,8 @@ def check(rv: int, what: str, reader: str) -> None:
 
 # -- finding a context's socket ------------------------------------------------------------
 
-#: pcsc-lite's default socket; ``$PCSCLITE_CSOCK_NAME`` overrides it (client and daemon)
+#: pcsc-lite's default socket. ``$PCSCLITE_CSOCK_NAME`` overrides it for the client library
+#: only (pcscd 1.9.9 has its path fixed at build time): e.g. a socket forwarded over ssh
 PCSCD_SOCKET = "/run/pcscd/pcscd.comm"
 #: where a process's open file descriptors are listed (Linux, then macOS and the BSDs)
 FD_DIRS = ("/proc/self/fd", "/dev/fd")
