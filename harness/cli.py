@@ -26,7 +26,6 @@ from harness.emulator.config import DEFAULT_CONFIG_PATH
 from harness.emulator.layout import PINS
 from harness.emulator.models import MODELS
 from harness.errors import CardStateError, DeviceDefect, HarnessError
-from harness.readerprofile import READERS_DIR
 
 
 def _state_errors(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -298,10 +297,18 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_readers(args: argparse.Namespace) -> int:
-    from harness.readerprofile import UnknownReader, load_profiles, select_profile
+    from harness.readerprofile import (
+        BUILTIN_DIR,
+        UnknownReader,
+        lab_folder,
+        load_profiles,
+        select_profile,
+    )
     from harness.transport.pcsc import reader_states
 
-    profiles = load_profiles(Path(args.profiles))
+    folder = lab_folder(Path(args.profiles) if args.profiles else None)
+    profiles = load_profiles(folder)
+    print(f"profiles: built-in {BUILTIN_DIR}; lab {folder or 'none (no ./readers)'}")
     models = {m.atr: m.name for m in MODELS.values()}
     states = reader_states()
     if not states:
@@ -423,7 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
     lab.set_defaults(func=cmd_lab)
 
     readers = sub.add_parser("readers", help="PC/SC readers, their cards and profiles")
-    readers.add_argument("--profiles", default=str(READERS_DIR), help="reader profile folder")
+    readers.add_argument(
+        "--profiles",
+        metavar="DIR",
+        help="the lab's reader profiles, added to the built-in ones (default: ./readers)",
+    )
     readers.set_defaults(func=cmd_readers)
 
     relay = sub.add_parser(

@@ -8,7 +8,8 @@ Options (group ``pinloop``):
 - ``--pinloop-destructive-reader NAME`` (repeatable): allow destructive scenarios and steps
   that could block a PIN on that real reader (exact reader name)
 - ``--pinloop-reveal``: UNSAFE, show PINs in traces
-- ``--pinloop-readers DIR``: where real readers' profiles are (a lab's own folder)
+- ``--pinloop-readers DIR``: the lab's reader profiles, added to the built-in ones
+  (default: ``readers/`` in the working directory, if there is one)
 
 Markers from scenario tags: ``destructive``, ``emulator_only``, ``needs_reinit``; each item
 also carries ``pinloop_target(name)``. A device defect fails the item; a lab fault is an error
@@ -86,7 +87,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption(
         "--pinloop-readers",
         metavar="DIR",
-        help="reader profiles of real readers (default: the project's readers/)",
+        help="the lab's reader profiles, added to the built-in ones (default: ./readers)",
     )
     g.addoption(
         "--pinloop-reports",
@@ -107,6 +108,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SUMMARY] = Summary()
     config.stash[_LAB_FAULTS] = set()
     config.stash[_READERS] = {}
+    if config.getoption("--pinloop-readers"):
+        from harness import readerprofile
+
+        folder = Path(config.getoption("--pinloop-readers")).resolve()
+        previous = readerprofile.use_lab_folder(folder)
+        config.add_cleanup(lambda: readerprofile.use_lab_folder(previous))
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(SummaryCollector(config), "pinloop-summary")
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):

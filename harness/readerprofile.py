@@ -1,15 +1,26 @@
-"""Reader profiles (``readers/*.yaml``): which reader a name is, and what it can do.
+"""Reader profiles (``*.yaml``): which reader a name is, and what it can do.
 
 A profile names a reader model by a regular expression on its PC/SC reader name, and says its
 interface, whether it carries extended APDUs, whether the card in it is pinloop's emulator, and
 its latency budgets. Each reader must match exactly one profile: none is an unknown reader,
 two are an ambiguity in the lab's configuration; both are errors, never a guess.
+
+Where profiles come from (:func:`load_profiles`):
+
+- the built-in ones, shipped in the package (``harness/readers/``: the emulated readers);
+- the lab's folder: ``--pinloop-readers DIR`` (or ``pinloop readers --profiles DIR``), else
+  ``readers/`` in the working directory if there is one, else none.
+
+The lab's profiles come first: a reader's profile is the one lab profile that matches it,
+else the one built-in profile that matches it; two matches in the same place are an error.
+A lab profile with a built-in profile's ``name`` replaces that one (e.g. other budgets for
+``virtual-pcd`` on a slow machine). Two profiles of one name in one folder are an error.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +29,11 @@ import re2
 from harness.config import load_validated
 from harness.errors import ConfigError, HarnessError
 
-READERS_DIR = Path(__file__).resolve().parent.parent / "readers"
+#: the built-in profiles (package data)
+BUILTIN_DIR = Path(__file__).resolve().parent / "readers"
+
+#: the session's lab folder (``--pinloop-readers``), set by the pytest plugin
+_session_folder: Path | None = None
 
 _MS = {
     "type": "number",
@@ -164,6 +179,7 @@ class ReaderProfile:
     timing: dict[str, Budget]
     source: str
     power_switch: SwitchSpec | None = None
+    builtin: bool = False  # shipped in the package; a lab profile comes first
 
     def matches(self, reader: str) -> bool:
         return self.pattern.search(reader)
@@ -219,8 +235,36 @@ def load_profile(path: Path) -> ReaderProfile:
     )
 
 
-def load_profiles(directory: Path = READERS_DIR) -> list[ReaderProfile]:
-    profiles = [load_profile(p) for p in sorted(directory.glob("*.yaml"))]
+def use_lab_folder(folder: Path | None) -> Path | None:
+    """Makes ``folder`` the lab's folder for this process (the pytest plugin's
+    ``--pinloop-readers``: every target of the session, emulated ones too), or with ``None``
+    the working directory's ``readers/`` again. Returns the folder it replaces."""
+    global _session_folder
+    previous, _session_folder = _session_folder, folder
+    return previous
+
+
+def lab_folder(directory: Path | None = None) -> Path | None:
+    """The lab's profile folder: ``directory``, else the session's (``--pinloop-readers``),
+    else ``./readers`` if it exists, else ``None``. A folder that was named but does not
+    exist is a :class:`ConfigError`, not an empty lab."""
+    folder = directory if directory is not None else _session_folder
+    if folder is not None:
+        if not folder.is_dir():
+            raise ConfigError(
+                f"{folder}: no such folder of reader profiles",
+                expected="a folder of reader profiles (*.yaml)",
+            )
+        return folder
+    here = Path.cwd() / "readers"
+    return here if here.is_dir() else None
+
+
+def load_folder(directory: Path, *, builtin: bool = False) -> list[ReaderProfile]:
+    """The profiles of one folder; two of one name are an error."""
+    profiles = [
+        replace(load_profile(p), builtin=builtin) for p in sorted(directory.glob("*.yaml"))
+    ]
     names: dict[str, str] = {}
     for p in profiles:
         if p.name in names:
@@ -229,14 +273,28 @@ def load_profiles(directory: Path = READERS_DIR) -> list[ReaderProfile]:
     return profiles
 
 
+def load_profiles(directory: Path | None = None) -> list[ReaderProfile]:
+    """The built-in profiles with the lab's (:func:`lab_folder` of ``directory``) added; a
+    lab profile replaces the built-in one of its name."""
+    profiles = {p.name: p for p in load_folder(BUILTIN_DIR, builtin=True)}
+    folder = lab_folder(directory)
+    if folder is not None and folder.resolve() != BUILTIN_DIR:
+        for p in load_folder(folder):
+            profiles[p.name] = p
+    return list(profiles.values())
+
+
 def select_profile(reader: str, profiles: list[ReaderProfile]) -> ReaderProfile:
-    """The one profile matching ``reader``; :class:`UnknownReader` for none or several."""
-    found = [p for p in profiles if p.matches(reader)]
+    """The one lab profile matching ``reader``, else the one built-in profile matching it;
+    :class:`UnknownReader` for none or several."""
+    found = [p for p in profiles if not p.builtin and p.matches(reader)] or [
+        p for p in profiles if p.builtin and p.matches(reader)
+    ]
     if len(found) == 1:
         return found[0]
     if not found:
         raise UnknownReader(
-            f"no reader profile matches {reader!r}; add one to readers/ "
+            f"no reader profile matches {reader!r}; add one to the lab's readers/ "
             f"(known: {', '.join(p.name for p in profiles) or 'none'})"
         )
     which = ", ".join(f"{p.name} ({p.source})" for p in found)

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from harness import readerprofile
 from harness.errors import ConfigError
-from harness.readerprofile import UnknownReader, load_profile, load_profiles, select_profile
+from harness.readerprofile import (
+    BUILTIN_DIR,
+    ReaderProfile,
+    UnknownReader,
+    lab_folder,
+    load_profile,
+    load_profiles,
+    select_profile,
+)
 from tests.bounded import Outcome, laughs, measure
 
 
@@ -155,18 +165,128 @@ def test_a_broken_profile_is_named_not_silently_dropped(
 ) -> None:
     """One broken, unrelated profile used to make the in-process target lose its own profile
     ("no latency budget for emulated (in-process)"); now it is the error, at its line."""
-    import shutil
-
-    from harness import readerprofile, target
+    from harness import target
     from harness.emulator import load_card_config, parse_profile
     from harness.errors import ConfigError
 
     folder = tmp_path / "readers"
-    shutil.copytree(readerprofile.READERS_DIR, folder)
+    folder.mkdir()
     (folder / "broken.yaml").write_text(
         "name: broken\nmatch: 'x'\ninterface: contact\ntiming: {verify_p50_ms: -1}\n"
     )
-    monkeypatch.setattr(target, "load_profiles", lambda: readerprofile.load_profiles(folder))
+    monkeypatch.chdir(tmp_path)  # the lab's folder: ./readers
     with pytest.raises(ConfigError) as err:
         target.InProcessTarget(load_card_config(), parse_profile("faithful"))
     assert "broken.yaml:4" in str(err.value)
+
+
+# Where profiles come from: built-in ones (the package), the lab's (./readers or
+# --pinloop-readers DIR), the lab's first.
+
+_ACR = "name: acr39u\nmatch: '^ACS ACR39U'\ninterface: contact\n"
+
+
+def _sources(profiles: list[ReaderProfile]) -> dict[str, str]:
+    return {p.name: p.source for p in profiles}
+
+
+def test_built_in_profiles_come_from_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./readers
+    assert lab_folder() is None
+    profiles = load_profiles()
+    assert sorted(_sources(profiles)) == ["in-process", "virtual-pcd"]
+    assert all(p.builtin and Path(p.source).parent == BUILTIN_DIR for p in profiles)
+    assert BUILTIN_DIR.parent == Path(readerprofile.__file__).resolve().parent
+    with pytest.raises(UnknownReader, match="no reader profile matches 'ACS ACR39U"):
+        select_profile("ACS ACR39U ICC Reader 00 00", profiles)
+
+
+def test_the_working_directory_readers_folder_is_the_lab(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "readers").mkdir()
+    _write(tmp_path / "readers", "acr39u", _ACR)
+    monkeypatch.chdir(tmp_path)
+    assert lab_folder() == tmp_path / "readers"
+    profiles = load_profiles()
+    assert _sources(profiles)["acr39u"] == str(tmp_path / "readers" / "acr39u.yaml")
+    assert select_profile("ACS ACR39U ICC Reader 00 00", profiles).name == "acr39u"
+    assert select_profile("Virtual PCD 00 00", profiles).name == "virtual-pcd"  # built-in
+
+
+def test_a_named_folder_comes_before_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "readers").mkdir()
+    _write(tmp_path / "readers", "cwd", "name: cwd\nmatch: '^SCM'\ninterface: contact\n")
+    (tmp_path / "lab").mkdir()
+    _write(tmp_path / "lab", "acr39u", _ACR)
+    monkeypatch.chdir(tmp_path)
+    names = sorted(_sources(load_profiles(tmp_path / "lab")))
+    assert names == ["acr39u", "in-process", "virtual-pcd"]
+    previous = readerprofile.use_lab_folder(tmp_path / "lab")  # --pinloop-readers
+    try:
+        assert sorted(_sources(load_profiles())) == names
+    finally:
+        readerprofile.use_lab_folder(previous)
+    assert "cwd" in _sources(load_profiles())
+    with pytest.raises(ConfigError, match="no such folder of reader profiles"):
+        load_profiles(tmp_path / "missing")
+
+
+def test_the_lab_comes_first_and_replaces_by_name(tmp_path: Path) -> None:
+    # a lab profile for one virtual slot (e.g. with a relay): it, not the built-in, for that
+    # slot; the built-in for the other slot
+    _write(tmp_path, "bench", "name: bench\nmatch: '^Virtual PCD 00 00$'\ninterface: contact\n")
+    # the lab's own budgets for the emulated card in-process: replaces the built-in one
+    _write(
+        tmp_path,
+        "slow",
+        "name: in-process\nmatch: '^emulated \\(in-process\\)$'\ninterface: virtual\n"
+        "emulated: true\ntiming: {verify_p50_ms: 50}\n",
+    )
+    profiles = load_profiles(tmp_path)
+    assert sorted(_sources(profiles)) == ["bench", "in-process", "virtual-pcd"]
+    assert select_profile("Virtual PCD 00 00", profiles).name == "bench"
+    assert select_profile("Virtual PCD 00 01", profiles).name == "virtual-pcd"
+    mine = select_profile("emulated (in-process)", profiles)
+    assert mine.source == str(tmp_path / "slow.yaml") and mine.timing["verify_p50_ms"].limit == 50
+    # two lab profiles for one reader: an error, as ever
+    _write(tmp_path, "also", "name: also\nmatch: 'PCD 00 00'\ninterface: contact\n")
+    with pytest.raises(UnknownReader, match="several reader profiles match 'Virtual PCD 00 00'"):
+        select_profile("Virtual PCD 00 00", load_profiles(tmp_path))
+
+
+def test_pinloop_readers_reaches_the_emulated_targets(tmp_path: Path) -> None:
+    """--pinloop-readers is the lab's folder for the whole session: a lab profile that
+    replaces the built-in in-process one, with a budget no card meets, fails the latency
+    scenario; without the option the built-in one holds."""
+    import subprocess
+    import sys
+
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    _write(
+        lab,
+        "in-process",
+        "name: in-process\nmatch: '^emulated \\(in-process\\)$'\ninterface: virtual\n"
+        "emulated: true\ntiming: {verify_p50_ms: 0.000001}\n",
+    )
+    root = Path(__file__).resolve().parents[1]
+    scenario = root / "scenarios" / "verify-latency.pin.yaml"
+    run = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(scenario)]
+    env = {**os.environ, "PYTHONPATH": str(root)}  # this checkout's harness, from any folder
+
+    def pytest(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*run, *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    plain = pytest()
+    assert plain.returncode == 0, plain.stdout[-2000:]
+    tight = pytest("--pinloop-readers", "lab")
+    assert tight.returncode == 1, tight.stdout[-2000:]
+    assert "verify_p50_ms (in-process budget)" in tight.stdout
+    assert "expected: <= 1e-06 ms" in tight.stdout

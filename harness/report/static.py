@@ -1,13 +1,15 @@
 """A browsable static report from ``reports/``, without Java: Allure 3 (npm package ``allure``).
 
-The project installs its pinned Allure 3 into ``.tools/allure`` itself (npm, no global
-install). History for nightly trends is kept in ``reports/history.jsonl`` (Allure 3's
+pinloop installs its pinned Allure 3 itself on first use (npm, no global install) into the
+user's cache: ``$PINLOOP_TOOLS`` if set, else ``$XDG_CACHE_HOME/pinloop`` (by default
+``~/.cache/pinloop``), under ``allure-<version>/``. History for nightly trends is kept in ``reports/history.jsonl`` (Allure 3's
 ``historyPath``): keep that file between runs (CI cache) and trends accumulate.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,8 +17,21 @@ from pathlib import Path
 from harness.errors import HarnessError
 
 ALLURE_VERSION = "3.18.0"
-ROOT = Path(__file__).resolve().parents[2]
-TOOLS = ROOT / ".tools" / "allure"
+
+
+def tools_dir() -> Path:
+    """Where pinloop keeps the tools it installs: ``$PINLOOP_TOOLS``, else
+    ``$XDG_CACHE_HOME/pinloop``, else ``~/.cache/pinloop``."""
+    if os.environ.get("PINLOOP_TOOLS"):
+        return Path(os.environ["PINLOOP_TOOLS"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or ""
+    base = Path(cache) if Path(cache).is_absolute() else Path.home() / ".cache"
+    return base / "pinloop"
+
+
+def allure_dir() -> Path:
+    """The npm prefix of the pinned Allure 3."""
+    return tools_dir() / f"allure-{ALLURE_VERSION}"
 
 
 class ReportError(HarnessError):
@@ -24,14 +39,15 @@ class ReportError(HarnessError):
 
 
 def allure_cli() -> Path:
-    """The pinned Allure 3 CLI, installed into .tools/allure on first use."""
-    cli = TOOLS / "node_modules" / ".bin" / "allure"
+    """The pinned Allure 3 CLI, installed into :func:`allure_dir` on first use."""
+    tools = allure_dir()
+    cli = tools / "node_modules" / ".bin" / "allure"
     if cli.exists():
         return cli
     npm = shutil.which("npm")
     if npm is None:
         raise ReportError("npm is missing; as root: apt-get install -y nodejs npm")
-    TOOLS.mkdir(parents=True, exist_ok=True)
+    tools.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(  # noqa: S603 - npm with fixed arguments
         [
             npm,
@@ -41,7 +57,7 @@ def allure_cli() -> Path:
             "--fetch-timeout=60000",  # fail in minutes, not hang, if the registry is away
             "--fetch-retries=2",
             "--prefix",
-            str(TOOLS),
+            str(tools),
             f"allure@{ALLURE_VERSION}",
         ],
         capture_output=True,
@@ -91,7 +107,7 @@ def build(
         env={
             "PATH": "/usr/bin:/bin:/usr/local/bin",
             "ALLURE_NO_ANALYTICS": "true",
-            "HOME": str(ROOT / ".tools"),
+            "HOME": str(tools_dir()),
         },
     )
     # with a plugin configured by name, Allure 3 writes that report into output/<plugin>/
