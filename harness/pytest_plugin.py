@@ -112,8 +112,12 @@ def pytest_configure(config: pytest.Config) -> None:
         from harness import readerprofile
 
         folder = Path(config.getoption("--pinloop-readers")).resolve()
-        previous = readerprofile.use_lab_folder(folder)
-        config.add_cleanup(lambda: readerprofile.use_lab_folder(previous))
+        previous = readerprofile.use_lab_folder(folder)  # every target's, emulated ones too
+
+        def restore() -> None:
+            readerprofile.use_lab_folder(previous)
+
+        config.add_cleanup(restore)
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(SummaryCollector(config), "pinloop-summary")
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):

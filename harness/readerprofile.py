@@ -262,9 +262,7 @@ def lab_folder(directory: Path | None = None) -> Path | None:
 
 def load_folder(directory: Path, *, builtin: bool = False) -> list[ReaderProfile]:
     """The profiles of one folder; two of one name are an error."""
-    profiles = [
-        replace(load_profile(p), builtin=builtin) for p in sorted(directory.glob("*.yaml"))
-    ]
+    profiles = [replace(load_profile(p), builtin=builtin) for p in sorted(directory.glob("*.yaml"))]
     names: dict[str, str] = {}
     for p in profiles:
         if p.name in names:

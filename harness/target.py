@@ -409,7 +409,7 @@ def make_target(
     guard: RealCardGuard | None = None,
 ) -> Target:
     """``inprocess``, ``pcscd`` or ``reader:NAME-REGEX`` (its profile from ``readers_dir``,
-    by default the project's ``readers/``; ``guard``: the earlier guard of that reader)."""
+    else the lab's folder, with the built-in ones; ``guard``: the earlier guard of that reader)."""
     profile = parse_profile(defect or "faithful")
     if spec == "inprocess":
         return InProcessTarget(config, profile)

@@ -2,8 +2,9 @@
 
 pinloop installs its pinned Allure 3 itself on first use (npm, no global install) into the
 user's cache: ``$PINLOOP_TOOLS`` if set, else ``$XDG_CACHE_HOME/pinloop`` (by default
-``~/.cache/pinloop``), under ``allure-<version>/``. History for nightly trends is kept in ``reports/history.jsonl`` (Allure 3's
-``historyPath``): keep that file between runs (CI cache) and trends accumulate.
+``~/.cache/pinloop``), under ``allure-<version>/``. History for nightly trends is kept in
+``reports/history.jsonl`` (Allure 3's ``historyPath``): keep that file between runs (CI cache)
+and trends accumulate.
 """
 
 from __future__ import annotations
