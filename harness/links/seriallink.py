@@ -120,10 +120,6 @@ class SerialLink:
         if self._sock is not None:
             self._recv_step(self._sock)
             return
-        if self._quickack:
-            assert self._sock is not None
-            with contextlib.suppress(OSError):
-                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         try:
             chunk = self._port.read(self._decoder.need())
         except (serial.SerialException, OSError) as exc:
