@@ -200,6 +200,7 @@ def _record(item: ScenarioItem, call: pytest.CallInfo[None], report: pytest.Test
         apdus={
             kind: sum(a.kind == kind for a in times) for kind in sorted({a.kind for a in times})
         },
+        unanswered=sum(not a.answered for a in times),
         card_apdus=getattr(item, "card_apdus", None),
     )
     # Carried on the report, which pytest-xdist ships from a worker to the controller (extra

@@ -28,7 +28,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -46,13 +46,13 @@ if TYPE_CHECKING:
 KINDS = ("step", "warm-up", "restore", "cut", "identify", "guard")
 
 
-@dataclass(frozen=True, slots=True)
-class ApduTime:
+class ApduTime(NamedTuple):
     """The time of one APDU: ``wire_us`` at the transport (the call to the card itself, on
     the monotonic ns clock) and ``total_us`` the harness's whole path to its response: for the
     runner's APDUs from the previous response (or the end of the last lab operation: a power
     cycle, a cut, a reconnection) to this one, so step logic, checks, traces and reports between
-    two APDUs count; the difference is what the harness adds."""
+    two APDUs count; the difference is what the harness adds. A named tuple: one is made for
+    every APDU, and a frozen dataclass costs several times as much to make."""
 
     ins: str  # "20", "A4", ...
     query: bool  # a VERIFY without data (the status query)

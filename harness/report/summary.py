@@ -27,6 +27,7 @@ class Row:
     overhead_us: list[float] = field(default_factory=list)  # the harness's, every APDU
     marginal: list[str] = field(default_factory=list)  # budgets met only marginally
     apdus: dict[str, int] = field(default_factory=dict)  # rows recorded, by kind
+    unanswered: int = 0  # of those, APDUs whose transport raised (a cut, a lost connection)
     card_apdus: int | None = None  # APDUs the card received (the emulator counts them)
 
 
@@ -77,6 +78,7 @@ class Summary:
                 "status_query_latency": {"samples": len(queries), **percentiles(queries)},
                 "apdus": {
                     "recorded": sum(kinds.values()),
+                    "unanswered": sum(r.unanswered for r in rows),
                     "by_kind": dict(sorted(kinds.items())),
                     # None on a real card: only the emulator counts what it received
                     "card_received": sum(counted) if counted else None,
@@ -99,7 +101,7 @@ class Summary:
             "pinloop": __version__,
             "readers": readers,
             "results": [
-                {k: v for k, v in asdict(r).items() if not k.endswith("_us") and k != "apdus"}
+                {k: v for k, v in asdict(r).items() if not k.endswith("_us")}
                 | {"verify_samples": len(r.verify_us)}
                 for r in self.rows
             ],
