@@ -116,20 +116,11 @@ def _running_pid() -> int | None:
     return pid
 
 
-def daemon_answers() -> bool:
-    """Whether a PC/SC daemon accepts a context right now."""
-    from smartcard.scard import (
-        SCARD_S_SUCCESS,
-        SCARD_SCOPE_USER,
-        SCardEstablishContext,
-        SCardReleaseContext,
-    )
+def daemon_answers(deadline: float = 2.0) -> bool:
+    """Whether a PC/SC daemon accepts a context right now (within ``deadline``)."""
+    from harness.transport.pcsc import context_accepted
 
-    rv, ctx = SCardEstablishContext(SCARD_SCOPE_USER)
-    if rv != SCARD_S_SUCCESS:
-        return False
-    SCardReleaseContext(ctx)
-    return True
+    return context_accepted(deadline)
 
 
 class Pcscd:

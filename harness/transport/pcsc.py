@@ -1,12 +1,26 @@
 """A card in a PC/SC reader (real or virtual) through pyscard's ``smartcard.scard`` layer.
 
 - Exclusive access by default: no other process can talk to the card during a test.
-- Every call has a deadline. pcsc-lite's ``SCardTransmit`` has none of its own (a hung
-  emulator or driver blocks it forever). Calls run in the caller's thread; one watchdog
-  thread per process breaks a call that overruns its deadline by shutting down the socket
-  of that connection's context (see :func:`establish_context`); the call returns, the
-  transport is broken, and :class:`~harness.errors.TransportTimeout` is raised. The hot
-  path costs two attribute writes, not a thread hand-off.
+- Every PC/SC call has a deadline, whatever the host. pcsc-lite itself times out almost
+  nothing (a frozen pcscd, a hung driver or emulator blocks ``SCardTransmit``,
+  ``SCardListReaders`` and even ``SCardEstablishContext`` for ever), so pinloop bounds each
+  call in one of two ways (see :class:`_Context`):
+
+  * **socket mode** (the usual case): the call runs in the caller's thread; one watchdog
+    thread per process breaks a call that overruns its deadline by shutting down the UNIX
+    socket of that call's context, and the call returns. The hot path costs two attribute
+    writes, not a thread hand-off. The socket is the one whose peer is pcscd's socket,
+    ``$PCSCLITE_CSOCK_NAME`` when that is set (pcsc-lite's way to reach a daemon elsewhere,
+    e.g. through an ssh-forwarded socket) or ``/run/pcscd/pcscd.comm``.
+  * **worker mode**: when that socket cannot be found (no ``/proc/self/fd`` or ``/dev/fd``
+    to look in, a peer of another name), or while an earlier call is still stuck in
+    pcsc-lite, every call of the context runs in a worker thread of its own and the caller
+    waits at most the deadline. An overrun call is abandoned with its thread. pinloop says
+    so once per process (:class:`DeadlineFallback`).
+
+  ``SCardEstablishContext`` always runs in a worker: its socket does not exist before it.
+  Either way an overrun is :class:`~harness.errors.TransportTimeout` and the connection is
+  broken (never used again).
 - PC/SC error codes become typed errors: card removed, card reset, no card, reader gone,
   sharing violation, daemon gone.
 """
@@ -14,13 +28,18 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import queue
 import socket
+import stat
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 from smartcard import scard as S
 
@@ -71,45 +90,272 @@ def check(rv: int, what: str, reader: str) -> None:
     raise kind(f"{reader}: {what}: {S.SCardGetErrorMessage(rv)} (0x{code:08X})")
 
 
-_ESTABLISH_LOCK = threading.Lock()
+# -- finding a context's socket ------------------------------------------------------------
+
+#: pcsc-lite's default socket. ``$PCSCLITE_CSOCK_NAME`` overrides it for the client library
+#: only (pcscd 1.9.9 has its path fixed at build time): e.g. a socket forwarded over ssh
 PCSCD_SOCKET = "/run/pcscd/pcscd.comm"
+#: where a process's open file descriptors are listed (Linux, then macOS and the BSDs)
+FD_DIRS = ("/proc/self/fd", "/dev/fd")
+
+log = logging.getLogger(__name__)
 
 
-def _pcscd_socket_fds() -> set[int]:
-    """File descriptors of this process connected to the pcscd socket."""
-    found = set()
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
+class DeadlineFallback(RuntimeWarning):
+    """PC/SC calls are bounded by worker threads, not by the watchdog (said once)."""
+
+
+_socket_path: list[str] = []
+
+
+def pcscd_socket() -> str:
+    """The path of the socket pcsc-lite's client connects to. pcsc-lite reads the variable
+    once per process, at its first context; so does this."""
+    if not _socket_path:
+        _socket_path.append(os.environ.get("PCSCLITE_CSOCK_NAME") or PCSCD_SOCKET)
+    return _socket_path[0]
+
+
+def _same_path(a: str, b: str) -> bool:
+    return a == b or os.path.realpath(a) == os.path.realpath(b)
+
+
+def _sockets() -> dict[tuple[int, int], int] | None:
+    """This process's open sockets, ``(device, inode)`` to one descriptor of each; ``None``
+    when they cannot be listed. By identity, not by number: a number closed and reused
+    while a context is established is not a new socket, nor is a copy of an old one."""
+    for where in FD_DIRS:
         try:
-            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
-                continue
-            probe = socket.socket(fileno=os.dup(fd))
+            names = os.listdir(where)
         except OSError:
             continue
+        found: dict[tuple[int, int], int] = {}
+        for name in names:
+            try:
+                st = os.fstat(int(name))
+            except (OSError, ValueError):
+                continue
+            if stat.S_ISSOCK(st.st_mode):
+                found.setdefault((st.st_dev, st.st_ino), int(name))
+        return found
+    return None
+
+
+def _dup_socket(fd: int) -> socket.socket:
+    copy = os.dup(fd)
+    try:
+        return socket.socket(fileno=copy)
+    except OSError:
+        os.close(copy)
+        raise
+
+
+def _peer(fd: int) -> str | None:
+    try:
+        probe = _dup_socket(fd)
+    except OSError:
+        return None
+    with probe:
         try:
-            if probe.family == socket.AF_UNIX and probe.getpeername() == PCSCD_SOCKET:
-                found.add(fd)
+            peer = probe.getpeername() if probe.family == socket.AF_UNIX else None
         except OSError:
-            pass
-        finally:
-            probe.close()
-    return found
+            return None
+    return peer if isinstance(peer, str) else None
 
 
-def establish_context(what: str) -> tuple[int, socket.socket | None]:
+_said: list[str] = []
+
+
+def _say_once(reason: str) -> None:
+    """Warn, once per process, that calls are bounded by worker threads."""
+    if _said:
+        return
+    _said.append(reason)
+    message = (
+        f"pinloop: {reason}; PC/SC calls run in worker threads of their own so that they "
+        "still meet their deadlines"
+    )
+    log.warning(message)
+    # with warnings turned into errors the call must still go on: the message is logged
+    with contextlib.suppress(Warning):
+        warnings.warn(message, DeadlineFallback, stacklevel=4)
+
+
+def _background(job: Callable[[], object], name: str) -> None:
+    """``job`` in a daemon thread of its own (not at all if no thread can be started)."""
+    with contextlib.suppress(RuntimeError):
+        threading.Thread(target=job, name=name, daemon=True).start()
+
+
+_ESTABLISH_LOCK = threading.Lock()
+
+Established = tuple[int, int, "socket.socket | None", "str | None"]
+
+
+def _establish() -> Established:
+    """``SCardEstablishContext`` and the context's own socket (``None`` and why not)."""
+    with _ESTABLISH_LOCK:
+        before = _sockets()
+        rv, ctx = S.SCardEstablishContext(S.SCARD_SCOPE_USER)
+        if rv != S.SCARD_S_SUCCESS:
+            return rv, ctx, None, None
+        if before is None:
+            return rv, ctx, None, "no list of open descriptors"
+        want = pcscd_socket()
+        try:
+            new = [
+                fd
+                for key, fd in (_sockets() or {}).items()
+                if key not in before and (p := _peer(fd)) is not None and _same_path(p, want)
+            ]
+            if len(new) != 1:
+                why = f"{len(new)} new sockets to {want} after SCardEstablishContext"
+                return rv, ctx, None, why
+            return rv, ctx, _dup_socket(new[0]), None
+        except OSError as exc:
+            return rv, ctx, None, f"cannot inspect its descriptors ({exc})"
+
+
+# -- worker threads ------------------------------------------------------------------------
+
+#: calls abandoned in pcsc-lite that have not returned yet, and how many of them are
+#: ``SCardEstablishContext``. pcsc-lite holds a process-wide lock through an establish:
+#: while one is stuck, a call in any other context may wait for that lock, where no socket
+#: shutdown reaches it; so while this is not 0 every call runs in a worker.
+_stuck = [0]
+_stuck_establish = [0]
+#: contexts established after their caller gave up, released since
+_late_released = [0]
+_STUCK_LOCK = threading.Lock()
+
+
+class _Worker:
+    """A thread that runs the PC/SC calls of one context, one after another, so that the
+    caller can stop waiting. A call that overruns is abandoned: the worker takes no new
+    call, but runs what is queued after it (the context's release) once it returns, so
+    that nothing else touches the context meanwhile. It may never return (a daemon)."""
+
+    def __init__(self, name: str, *, establish: bool = False) -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._establish = establish
+        self.abandoned = False
+        try:
+            threading.Thread(target=self._run, name=name, daemon=True).start()
+        except RuntimeError as exc:
+            raise TransportError(f"{name}: cannot start a worker thread ({exc})") from None
+
+    def _count(self, step: int) -> None:
+        with _STUCK_LOCK:
+            _stuck[0] += step
+            if self._establish:
+                _stuck_establish[0] += step
+
+    def _run(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, box, done, late = item
+            try:
+                result: tuple[bool, Any] = (True, job())
+            except BaseException as exc:  # handed to the caller
+                result = (False, exc)
+            if box is None:  # queued by later(): nobody waits for it
+                continue
+            with self._lock:
+                box.append(result)
+                done.set()
+                abandoned = self.abandoned
+            if abandoned:  # the caller gave up on this call: it is no longer stuck
+                self._count(-1)
+                if late is not None and result[0]:
+                    with contextlib.suppress(Exception):
+                        late(result[1])
+
+    def _abandon(self, box: list[Any]) -> bool:
+        """Give up on the call whose result goes in ``box``, unless it has just come."""
+        with self._lock:
+            if box:
+                return False
+            self.abandoned = True
+            self._count(+1)
+            return True
+
+    def call(
+        self,
+        job: Callable[[], T],
+        seconds: float,
+        what: str,
+        late: Callable[[T], object] | None = None,
+    ) -> T:
+        """``job()`` within ``seconds``; if it returns after that, ``late`` gets its result."""
+        if self.abandoned:
+            raise TransportTimeout(f"{what}: an earlier call is still stuck in pcsc-lite")
+        box: list[tuple[bool, Any]] = []
+        done = threading.Event()
+        self._jobs.put((job, box, done, late))
+        try:
+            finished = done.wait(seconds)
+        except BaseException:  # Ctrl-C while waiting: that call is abandoned too
+            self._abandon(box)
+            raise
+        if not finished and self._abandon(box):
+            raise TransportTimeout(f"{what}: no answer within {seconds:.3g} s")
+        ok, value = box[0]
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+    def later(self, job: Callable[[], object]) -> None:
+        """``job`` after the call in progress (if any), in this worker; nobody waits."""
+        self._jobs.put((job, None, None, None))
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+
+def _drop(established: Established) -> None:
+    """A context established after its caller gave up: give it back."""
+    rv, ctx, sock, _why = established
+    if sock is not None:
+        sock.close()
+    if rv == S.SCARD_S_SUCCESS:
+        S.SCardReleaseContext(ctx)
+        with _STUCK_LOCK:
+            _late_released[0] += 1
+
+
+def establish_context(
+    what: str, deadline: float = DEFAULT_DEADLINE
+) -> tuple[int, socket.socket | None]:
     """A PC/SC context and a handle on its own socket to pcscd (``None`` if not found).
 
     pcsc-lite gives every context its own UNIX socket; shutting that socket down makes a
-    call blocked on it return ``SCARD_F_COMM_ERROR``. That is how a deadline is enforced on
-    calls that pcsc-lite itself never times out.
+    call blocked on it return ``SCARD_F_COMM_ERROR``. That is how the watchdog enforces a
+    deadline on calls that pcsc-lite itself never times out. The establishing itself runs
+    in a worker under ``deadline``; while an earlier one is still stuck (pcscd frozen), a
+    new one is refused at once instead of queueing one more thread behind it.
     """
-    with _ESTABLISH_LOCK:
-        before = _pcscd_socket_fds()
-        rv, ctx = S.SCardEstablishContext(S.SCARD_SCOPE_USER)
-        check(rv, "establish context", what)
-        new = _pcscd_socket_fds() - before
-    sock = socket.socket(fileno=os.dup(new.pop())) if len(new) == 1 else None
+    if _stuck_establish[0]:
+        raise TransportTimeout(
+            f"{what}: establish context: an earlier SCardEstablishContext of this process is "
+            "still waiting for pcscd"
+        )
+    worker = _Worker("pcsc establish", establish=True)
+    try:
+        rv, ctx, sock, why = worker.call(
+            _establish, deadline, f"{what}: establish context", late=_drop
+        )
+    finally:
+        worker.stop()
+    check(rv, "establish context", what)
+    if sock is None and why is not None:
+        _say_once(f"cannot find the socket of a PC/SC context ({why})")
     return ctx, sock
+
+
+# -- contexts with deadlines ---------------------------------------------------------------
 
 
 class _Watchdog:
@@ -118,62 +364,188 @@ class _Watchdog:
     TICK = 0.02
 
     def __init__(self) -> None:
-        self._watched: weakref.WeakSet[PcscTransport] = weakref.WeakSet()
+        self._watched: weakref.WeakSet[_Context] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def watch(self, transport: PcscTransport) -> None:
+    def watch(self, context: _Context) -> None:
         with self._lock:
-            self._watched.add(transport)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="pcsc watchdog", daemon=True)
-                self._thread.start()
+            self._watched.add(context)
+            if self._thread is None or not self._thread.is_alive():
+                thread = threading.Thread(target=self._run, name="pcsc watchdog", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError as exc:
+                    raise TransportError(f"cannot start the PC/SC watchdog ({exc})") from None
+                self._thread = thread
 
     def _run(self) -> None:
         while True:
             time.sleep(self.TICK)
-            now = time.monotonic()
-            with self._lock:
-                watched = list(self._watched)
-            for transport in watched:
-                due = transport._due
-                if due is not None and now > due:
-                    transport._break()
+            try:
+                now = time.monotonic()
+                with self._lock:
+                    watched = list(self._watched)
+                for context in watched:
+                    due = context._due
+                    if due is not None and now > due:
+                        context._break(due)
+            except Exception:  # noqa: S112 - one odd context must not end every deadline
+                continue
 
 
 _WATCHDOG = _Watchdog()
 
 
+class _Context:
+    """One PC/SC context whose every call returns or raises within its deadline.
+
+    Socket mode when the context's socket was found (the watchdog cuts it), worker mode
+    when it was not, and for every call made while some call of this process is stuck in
+    pcsc-lite (back to socket mode when none is).
+    """
+
+    def __init__(self, name: str, deadline: float) -> None:
+        self.name = name
+        self.deadline = deadline
+        self._due: float | None = None  # when the call in progress overruns
+        self._seconds = deadline  # the deadline of the call in progress
+        self._broken: str | None = None
+        self._worker: _Worker | None = None
+        self._ctx: int | None = None
+        self._sock: socket.socket | None = None
+        self._ctx, self._sock = establish_context(name, deadline)
+        if self._sock is not None:
+            _WATCHDOG.watch(self)
+
+    @property
+    def worker_mode(self) -> bool:
+        """Whether calls run in a worker thread now."""
+        return self._sock is None or bool(_stuck[0])
+
+    def _timeout(self, what: str) -> TransportTimeout:
+        return TransportTimeout(f"{self.name}: {what}: no answer within {self._seconds:.3g} s")
+
+    def _call(self, job: Callable[[], T], what: str, seconds: float | None = None) -> T:
+        seconds = self.deadline if seconds is None else seconds
+        if self._broken:
+            raise TransportTimeout(f"{self.name}: {what}: transport broken ({self._broken})")
+        self._seconds = seconds
+        if self._sock is None or _stuck[0]:
+            return self._in_worker(job, what, seconds)
+        self._due = time.monotonic() + seconds
+        try:
+            result = job()
+        except TransportError:
+            if self._broken:
+                raise self._timeout(what) from None
+            raise
+        finally:
+            self._due = None
+        if self._broken:  # the watchdog fired as the call returned: trust neither
+            raise self._timeout(what)
+        return result
+
+    def _in_worker(self, job: Callable[[], T], what: str, seconds: float) -> T:
+        if self._worker is None:
+            self._worker = _Worker(f"pcsc {self.name}")
+        if self._sock is not None:
+            _say_once("a PC/SC call of this process is stuck in pcsc-lite")
+            # the watchdog still cuts the socket: a call blocked on it returns, and its worker
+            self._due = time.monotonic() + seconds
+        try:
+            result = self._worker.call(job, seconds, f"{self.name}: {what}")
+        except TransportTimeout:
+            if self._worker.abandoned:
+                self._broken = f"a call overran its {seconds:.3g} s deadline"
+            raise
+        except TransportError:
+            if self._broken:
+                raise self._timeout(what) from None
+            raise
+        finally:
+            self._due = None
+        if self._broken:
+            raise self._timeout(what)
+        return result
+
+    def _break(self, due: float) -> None:
+        """Called by the watchdog: make the call due at ``due`` return by cutting its
+        socket (not a later call: the watchdog may have read ``due`` just before it ended)."""
+        if self._broken or self._due != due:
+            return
+        self._broken = f"a call overran its {self._seconds:.3g} s deadline"
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(Exception):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _release(self) -> None:
+        ctx, self._ctx = self._ctx, None
+        worker = self._worker
+        if ctx is not None:
+            release = partial(S.SCardReleaseContext, ctx)
+            if worker is not None and worker.abandoned:
+                # the abandoned call may still be inside pcsc-lite with this context: its
+                # worker releases the context once that call has returned, not before
+                worker.later(release)
+            elif self._broken or _stuck[0]:
+                # pcscd may never answer, or pcsc-lite wait for a lock a stuck call holds
+                _background(release, "pcsc release")
+            else:
+                with contextlib.suppress(TransportError):
+                    self._call(release, "release context")
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        if worker is not None:
+            worker.stop()
+
+    def __enter__(self) -> _Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
+
+
+def context_accepted(deadline: float = DEFAULT_DEADLINE) -> bool:
+    """Whether the PC/SC daemon gives a context (and takes it back) within ``deadline``."""
+    try:
+        with _Context("pcscd", deadline):
+            return True
+    except TransportError:
+        return False
+
+
 def list_readers(deadline: float = DEFAULT_DEADLINE) -> list[str]:
     """Reader names known to the PC/SC daemon (``[]`` when none)."""
-    ctx, sock = establish_context("pcscd")
-    if sock is not None:
-        sock.close()
-    try:
-        rv, readers = S.SCardListReaders(ctx, [])
+    with _Context("pcscd", deadline) as c:
+        rv, readers = c._call(lambda: S.SCardListReaders(c._ctx, []), "list readers")
         if _u32(rv) == _u32(S.SCARD_E_NO_READERS_AVAILABLE):
             return []
         check(rv, "list readers", "pcscd")
         return list(readers)
-    finally:
-        S.SCardReleaseContext(ctx)
 
 
-def wait_for_card(reader: str, timeout: float, *, present: bool = True) -> bytes | None:
+def wait_for_card(
+    reader: str, timeout: float, *, present: bool = True, deadline: float = DEFAULT_DEADLINE
+) -> bytes | None:
     """Wait (with ``SCardGetStatusChange``, not a sleep) until a card is in ``reader``.
 
     Returns its ATR, or ``None`` when ``present=False`` and the reader became empty.
-    Raises :class:`TransportTimeout` when it does not happen in time.
+    Raises :class:`TransportTimeout` when it does not happen in time; each call may take
+    ``deadline`` longer than the time left before pinloop gives up on the daemon.
     """
-    ctx, sock = establish_context(reader)
-    if sock is not None:
-        sock.close()
-    try:
+    with _Context(reader, deadline) as c:
         state = S.SCARD_STATE_UNAWARE
         end = time.monotonic() + timeout
         while True:
-            left_ms = int(max(0.0, end - time.monotonic()) * 1000)
-            rv, states = S.SCardGetStatusChange(ctx, left_ms, [(reader, state)])
+            left = max(0.0, end - time.monotonic())
+            rv, states = c._call(
+                partial(S.SCardGetStatusChange, c._ctx, int(left * 1000), [(reader, state)]),
+                "wait for card",
+                left + deadline,
+            )
             if _u32(rv) == _u32(S.SCARD_E_TIMEOUT):
                 want = "a card" if present else "the card to leave"
                 raise TransportTimeout(f"{reader}: waited {timeout} s for {want}")
@@ -186,76 +558,45 @@ def wait_for_card(reader: str, timeout: float, *, present: bool = True) -> bytes
             if not present and event & S.SCARD_STATE_EMPTY:
                 return None
             state = event & ~S.SCARD_STATE_CHANGED
-    finally:
-        S.SCardReleaseContext(ctx)
 
 
-class PcscTransport:
+class PcscTransport(_Context):
     """One connection to the card in ``reader``."""
 
     def __init__(
         self, reader: str, *, exclusive: bool = True, deadline: float = DEFAULT_DEADLINE
     ) -> None:
-        self.name = reader
-        self.deadline = deadline
         self._share = S.SCARD_SHARE_EXCLUSIVE if exclusive else S.SCARD_SHARE_SHARED
-        self._ctx: int | None = None
-        self._sock: socket.socket | None = None
         self._card: int | None = None
         self._protocol = 0
         self._atr = b""
-        self._due: float | None = None  # deadline of the call in progress
         self.last_wire_ns = 0
-        self._broken: str | None = None
-        _WATCHDOG.watch(self)
-        self._call(self._connect, "connect")
-
-    # -- deadlines ------------------------------------------------------------------------
-    def _call(self, job: Callable[[], T], what: str) -> T:
-        if self._broken:
-            raise TransportTimeout(f"{self.name}: {what}: transport broken ({self._broken})")
-        self._due = time.monotonic() + self.deadline
+        super().__init__(reader, deadline)
         try:
-            result = job()
-        except TransportError:
-            if self._broken:
-                raise TransportTimeout(
-                    f"{self.name}: {what}: no answer within {self.deadline:.3g} s"
-                ) from None
+            self._call(self._connect, "connect")
+        except BaseException:
+            self._release()
             raise
-        finally:
-            self._due = None
-        if self._broken:  # the watchdog fired as the call returned: trust neither
-            raise TransportTimeout(f"{self.name}: {what}: no answer within {self.deadline:.3g} s")
-        return result
-
-    def _break(self) -> None:
-        """Called by the watchdog: make the blocked call return by cutting its socket."""
-        if self._broken:
-            return
-        self._broken = f"a call overran its {self.deadline:.3g} s deadline"
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
 
     # -- PC/SC calls ------------------------------------------------------------------------
     def _connect(self) -> None:
-        self._ctx, self._sock = establish_context(self.name)
         rv, card, protocol = S.SCardConnect(
             self._ctx, self.name, self._share, S.SCARD_PROTOCOL_T0 | S.SCARD_PROTOCOL_T1
         )
-        if rv != S.SCARD_S_SUCCESS:
-            self._release()
         check(rv, "connect", self.name)
         self._card, self._protocol = card, protocol
         self._atr = self._status_atr()
 
     def _status_atr(self) -> bytes:
+        if self._broken:  # abandoned between two PC/SC calls: no further call
+            raise TransportError("deadline")
         rv, _reader, _state, _protocol, atr = S.SCardStatus(self._card)
         check(rv, "status", self.name)
         return bytes(atr)
 
     def _send(self, raw: bytes) -> bytes:
+        if self._broken:  # abandoned between two PC/SC calls (GET RESPONSE): no further call
+            raise TransportError("deadline")
         if self._card is None:
             raise CardRemoved(f"{self.name}: not connected")
         t = time.perf_counter_ns()
@@ -276,13 +617,6 @@ class PcscTransport:
         self._atr = self._status_atr()
         return self._atr
 
-    def _release(self) -> None:
-        if self._ctx is not None:
-            S.SCardReleaseContext(self._ctx)
-        if self._sock is not None:
-            self._sock.close()
-        self._ctx = self._sock = None
-
     # -- the Transport interface -------------------------------------------------------------
     @property
     def atr(self) -> bytes:
@@ -296,9 +630,10 @@ class PcscTransport:
         # The hot path of every run, inlined: one SCardTransmit under the deadline, and a
         # response that needs no T=0 procedure. Anything else takes the general path.
         card = self._card
-        if card is not None and not self._broken:
+        if card is not None and not self._broken and self._sock is not None and not _stuck[0]:
             raw = list(cmd.to_bytes())
-            self._due = time.monotonic() + self.deadline
+            self._seconds = self.deadline
+            due = self._due = time.monotonic() + self.deadline
             t = time.perf_counter_ns()
             try:
                 rv, resp = S.SCardTransmit(card, self._protocol, raw)
@@ -315,7 +650,9 @@ class PcscTransport:
             if rv != S.SCARD_S_SUCCESS or self._broken or len(resp) < 2:
                 return self._call(lambda: self._fail(rv, resp), "transmit")
             first = bytes(resp)
-            return self._call(lambda: exchange(self._then(first), cmd), "transmit")
+            # the rest of the exchange (GET RESPONSE, 6C) within what is left of the deadline
+            left = max(0.001, due - time.monotonic())
+            return self._call(lambda: exchange(self._then(first), cmd), "transmit", left)
         self.last_wire_ns = 0
         return self._call(lambda: exchange(self._send, cmd), "transmit")
 
@@ -346,19 +683,12 @@ class PcscTransport:
 
     def close(self, disposition: int = S.SCARD_UNPOWER_CARD) -> None:
         """Disconnect (unpowering the card by default) and release the context."""
-
-        def release() -> None:
-            if self._card is not None:
-                S.SCardDisconnect(self._card, disposition)
-            self._card = None
-            self._release()
-
-        if self._broken:
-            with contextlib.suppress(Exception):
-                self._release()
-            return
-        with contextlib.suppress(TransportError):
-            self._call(release, "disconnect")
+        if not self._broken and self._card is not None:
+            card = self._card
+            with contextlib.suppress(TransportError):
+                self._call(lambda: S.SCardDisconnect(card, disposition), "disconnect")
+        self._card = None
+        self._release()
 
     def __enter__(self) -> PcscTransport:
         return self
@@ -372,17 +702,17 @@ def reader_states(deadline: float = DEFAULT_DEADLINE) -> list[tuple[str, bool, b
     readers = list_readers(deadline)
     if not readers:
         return []
-    ctx, sock = establish_context("pcscd")
-    if sock is not None:
-        sock.close()
-    try:
-        rv, states = S.SCardGetStatusChange(ctx, 0, [(r, S.SCARD_STATE_UNAWARE) for r in readers])
+    with _Context("pcscd", deadline) as c:
+        rv, states = c._call(
+            lambda: S.SCardGetStatusChange(
+                c._ctx, 0, [(r, S.SCARD_STATE_UNAWARE) for r in readers]
+            ),
+            "reader states",
+        )
         check(rv, "reader states", "pcscd")
         return [
             (name, bool(event & S.SCARD_STATE_PRESENT), bytes(atr)) for name, event, atr in states
         ]
-    finally:
-        S.SCardReleaseContext(ctx)
 
 
 def connect_when_ready(
