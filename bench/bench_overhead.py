@@ -12,10 +12,13 @@ four layers, each timed from outside on the monotonic ns clock:
 - **runner**: ``Runner.tx`` as scenarios use it (also the trace line and the latency record).
 
 It prints the median per layer, what each adds over raw, and the overhead the harness itself
-records for every APDU (``ApduTime.overhead_us``: total around ``transmit()`` minus the wire
-time at the transport), which is what reports show. The latency figures the checks use are the
-wire times, so this overhead is outside them; it matters for throughput and for how close two
-commands can follow each other.
+records for every APDU (``ApduTime.overhead_us``: the runner's whole path from the previous
+response to this one, minus the wire time at the transport), which is what reports show. The
+runner's clock is restarted before each call here (``Runner.lab_done``, one clock read), so
+that the other layers' turns between its blocks are not counted as its path.
+``bench/bench_runner.py`` measures whole scenarios against raw pyscard. The latency figures
+the checks use are the wire times, so this overhead is outside them; it matters for throughput
+and for how close two commands can follow each other.
 
     .venv/bin/python bench/bench_overhead.py [--apdus 3000] [--no-pcscd]
 
@@ -120,7 +123,7 @@ def in_process(n: int) -> None:
             "raw": lambda: card.transmit(raw),
             "transport": lambda: transport.transmit(cmd),
             "guarded": lambda: guard.transmit(cmd),
-            "runner": lambda: runner.tx(cmd),
+            "runner": lambda: (runner.lab_done(), runner.tx(cmd)),
         },
         n,
     )
@@ -156,7 +159,7 @@ def through_pcscd(n: int) -> None:
                         "raw": lambda: S.SCardTransmit(handle, proto, raw),
                         "transport": lambda: transport.transmit(cmd),
                         "guarded": lambda: guard.transmit(cmd),
-                        "runner": lambda: runner.tx(cmd),
+                        "runner": lambda: (runner.lab_done(), runner.tx(cmd)),
                     },
                     n,
                 )

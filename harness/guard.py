@@ -48,6 +48,7 @@ from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.cards.jpki import GuardFacts
 from harness.errors import DeviceDefect, HarnessError
 from harness.secret import Secret
+from harness.timing import ApduTime, timed_transmit
 from harness.transport.base import Transport
 
 
@@ -148,9 +149,13 @@ class RealCardGuard:
         self.dirty: set[str] = set()
         #: where the guard's notes go (the runner's trace of the current step)
         self.log: Callable[[str], None] = lambda text: None
+        #: where the guard's own APDUs are recorded (kind ``guard``; the target sets it)
+        self.record: Callable[[ApduTime], object] = lambda row: None
         self.last_wire_ns = 0
-        #: ns the last transmit() spent on the guard's own APDUs (not the harness's overhead)
+        #: ns the last transmit() spent on the guard's own APDUs (they have rows of their own)
         self.last_extra_ns = 0
+        #: the last transmit() sent its command (False: refused or stopped before it)
+        self.last_sent = False
 
     # -- the Transport protocol ---------------------------------------------------------------
     @property
@@ -181,7 +186,9 @@ class RealCardGuard:
 
     def transmit(self, cmd: CommandAPDU) -> ResponseAPDU:
         self.last_extra_ns = 0
+        self.last_sent = False
         plan = self._before(cmd)
+        self.last_sent = True
         try:
             resp = self.inner.transmit(cmd)
         except BaseException:  # a lost connection, or anything else: the outcome is unknown
@@ -498,13 +505,32 @@ class RealCardGuard:
     # -- the guard's own APDUs ------------------------------------------------------------------
     def _own(self, cmd: CommandAPDU) -> ResponseAPDU:
         t = time.perf_counter_ns()
+        answered = False
         try:
-            return self.inner.transmit(cmd)
+            resp = self.inner.transmit(cmd)
+            answered = True
+            return resp
         except BaseException:
             self._forget_all()
             raise
         finally:
-            self.last_extra_ns += time.perf_counter_ns() - t
+            elapsed = time.perf_counter_ns() - t
+            self.last_extra_ns += elapsed
+            self.record(
+                ApduTime(
+                    f"{cmd.ins:02X}",
+                    cmd.ins == 0x20 and not cmd.data,
+                    self.inner.last_wire_ns / 1e3,
+                    elapsed / 1e3,
+                    "guard",
+                    answered,
+                )
+            )
+
+    def _checked(self, cmd: CommandAPDU) -> ResponseAPDU:
+        """One of the guard's own APDUs that passes its own checks (a restore, a change
+        back), recorded as the guard's."""
+        return timed_transmit(self, cmd, "guard", self.record)
 
     def _own_query(self, p2: int) -> int | None:
         return _query_count(self._own(CommandAPDU(0x00, 0x20, 0x00, p2)).sw)
@@ -590,7 +616,7 @@ class RealCardGuard:
         w.known, w.pending = first, False
         if w.value is None:
             raise GuardSetupError(f"no PIN given for {pin} on {self.name}")
-        resp = self.transmit(CommandAPDU(0x00, 0x20, 0x00, p2, w.value.reveal()))
+        resp = self._checked(CommandAPDU(0x00, 0x20, 0x00, p2, w.value.reveal()))
         if not resp.ok:
             left = SW.retries_left(resp.sw)
             if left is None:  # not a verdict on the PIN: e.g. 65 81, the card's memory failed
@@ -653,7 +679,7 @@ class RealCardGuard:
             self.log(f"guard: {w.pin} left blocked (the scenario had the destructive opt-in)")
             return
         assert w.value is not None
-        resp = self.transmit(CommandAPDU(0x00, 0x20, 0x00, p2, w.value.reveal()))
+        resp = self._checked(CommandAPDU(0x00, 0x20, 0x00, p2, w.value.reveal()))
         if not resp.ok:
             self._stop(f"restoring {w.pin} with its PIN answered {SW.describe(resp.sw)}")
         self._check_restored(w, p2, self._read(w, p2))
@@ -670,11 +696,11 @@ class RealCardGuard:
             ("CHANGE back", CommandAPDU(cla, ins, p1, p2, w.original.reveal())),
         )
         for what, cmd in steps:
-            resp = self.transmit(cmd)
+            resp = self._checked(cmd)
             if not resp.ok:
                 w.lost = f"changing it back failed at {what} ({SW.describe(resp.sw)})"
                 self._stop(f"{w.pin} could not be changed back: {w.lost}")
-        resp = self.transmit(CommandAPDU(0x00, 0x20, 0x00, p2, w.original.reveal()))
+        resp = self._checked(CommandAPDU(0x00, 0x20, 0x00, p2, w.original.reveal()))
         if not resp.ok:
             self._stop(f"{w.pin} refused the lab's PIN after it was changed back")
         self.log(f"guard: {w.pin} changed back to the lab's PIN and verified")

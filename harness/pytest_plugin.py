@@ -204,10 +204,15 @@ def _record(item: ScenarioItem, call: pytest.CallInfo[None], report: pytest.Test
         scenario,
         item.scenario.rule,
         result,
-        verify_us=[a.wire_us for a in times if a.verify],
-        query_us=[a.wire_us for a in times if a.query],
+        verify_us=[a.wire_us for a in times if a.verify and a.step],
+        query_us=[a.wire_us for a in times if a.query and a.step],
         overhead_us=[a.overhead_us for a in times],
         marginal=list(getattr(item, "marginal", [])),
+        apdus={
+            kind: sum(a.kind == kind for a in times) for kind in sorted({a.kind for a in times})
+        },
+        unanswered=sum(not a.answered for a in times),
+        card_apdus=getattr(item, "card_apdus", None),
     )
     # Carried on the report, which pytest-xdist ships from a worker to the controller (extra
     # attributes travel with it); pytest_runtest_logreport collects it where files are written.
@@ -500,6 +505,11 @@ class ScenarioItem(pytest.Item):
             raise
         finally:
             self.latencies = runner.latencies
+            received = self.target.apdus_received()
+            if received is not None:  # what the card received since the previous item's end
+                seen = getattr(self.target, "_pinloop_apdus_seen", 0)
+                self.card_apdus = received - seen
+                self.target._pinloop_apdus_seen = received  # type: ignore[attr-defined]
             self.marginal = runner.marginal
             if runner.marginal:
                 mark_marginal(self.scenario, runner.marginal)

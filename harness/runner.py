@@ -11,6 +11,7 @@ re-initialisation) is refused on a real card here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import random
@@ -34,8 +35,17 @@ from harness.scenario.spend import declared_spend
 from harness.secret import Secret
 from harness.target import Target
 from harness.timing import ApduTime
+from harness.transport.base import Transport
 
 _INS = [f"{i:02X}" for i in range(256)]
+_clock = time.perf_counter_ns
+
+
+@functools.lru_cache(maxsize=1024)
+def _partial(e: M.Expect) -> M.Expect:
+    """What of ``e`` holds after each repetition but the last (made once per expectation)."""
+    relative = e.tries in ("unchanged", "one-less")
+    return M.Expect(sw=e.sw, tries=e.tries if relative else None, length=e.length)
 
 
 class UnsafeStep(Refused):
@@ -100,7 +110,13 @@ class Runner:
         self.trace: list[str] = []
         self.step: M.Step | None = None
         self.start_counters: dict[str, int] = {}
-        self.latencies: list[ApduTime] = []  # every APDU, timing samples included
+        #: every APDU sent while this runner runs, each with its kind (timing.KINDS): the
+        #: steps', timing samples, warm-ups and restores, cuts, and what the target and the
+        #: guard send on their own (the target records into the same list)
+        self.latencies: list[ApduTime] = target.new_record()
+        #: when the harness's path to the next APDU began: the previous response, or the end
+        #: of the last lab operation (power, reconnection) or analysis, which are not its path
+        self._mark = _clock()
         self.marginal: list[str] = []  # budgets met only marginally
         self.timing_series: dict[str, list[float]] = {}  # classes of a leak test, µs
         #: wraps each step (the pytest plugin puts an Allure step around it)
@@ -115,8 +131,8 @@ class Runner:
             self.scenario, self.step, what, expected, actual, self.trace, self.target.name
         )
 
-    def tx(self, cmd: CommandAPDU) -> ResponseAPDU:
-        resp, us = self._sample(cmd)
+    def tx(self, cmd: CommandAPDU, kind: str = "step") -> ResponseAPDU:
+        resp, us = self._sample(cmd, kind)
         shown = render_command(cmd, reveal=self.reveal)
         if len(shown) > 60:
             shown = shown[:50] + f"… ({len(cmd.to_bytes())} B)"
@@ -126,6 +142,11 @@ class Runner:
 
     def note(self, text: str) -> None:
         self.trace.append(f"-- {text}")
+
+    def lab_done(self) -> None:
+        """A lab operation (power, reconnection) or an analysis ended: the harness's path to
+        the next APDU starts now."""
+        self._mark = _clock()
 
     def select_app(self, app: str) -> None:
         resp = self.tx(C.select_df(APPS_BY_ID[app].aid))
@@ -201,9 +222,8 @@ class Runner:
         e = step.expect
         if e is None:
             return
-        relative = e.tries in ("unchanged", "one-less")
         if not final:
-            e = M.Expect(sw=e.sw, tries=e.tries if relative else None, length=e.length)
+            e = _partial(e)
         if e.sw is not None and resp is not None and not sw_matches(e.sw, resp.sw):
             raise self.fail("status word", describe_sw(e.sw), SW.describe(resp.sw))
         if e.length is not None and resp is not None and len(resp.data) != e.length:
@@ -244,20 +264,24 @@ class Runner:
         """Begin (the target brings the card to the scenario's start), the steps, then the
         end (a real card's counters and values put back), unless the connection failed."""
         spend = declared_spend(self.scenario, {p: self.target.max_tries(p) for p in PIN_IDS})
-        self.target.begin(
-            self.scenario.pins, spend=spend, destructive_ok=self.destructive_ok, log=self.note
-        )
         try:
-            self._steps()
-        except TransportError:
-            raise  # the card's state is unknown: the next scenario sets the target up afresh
-        except BaseException:
+            self.target.begin(
+                self.scenario.pins, spend=spend, destructive_ok=self.destructive_ok, log=self.note
+            )
+            self.lab_done()
             try:
-                self.target.end()
-            except Exception as exc:  # the scenario's own failure is the one reported
-                self.note(f"after the failure, putting the card back failed too: {exc}")
-            raise
-        self.target.end()
+                self._steps()
+            except TransportError:
+                raise  # the card's state is unknown: the next scenario sets the target up afresh
+            except BaseException:
+                try:
+                    self.target.end()
+                except Exception as exc:  # the scenario's own failure is the one reported
+                    self.note(f"after the failure, putting the card back failed too: {exc}")
+                raise
+            self.target.end()
+        finally:
+            self.target.end_record()  # what the target sends from now on is the next one's
 
     def _steps(self) -> None:
         if any(isinstance(s, M.OthersUnchanged) for s in self.scenario.steps):
@@ -362,6 +386,7 @@ class Runner:
             self.note("card removed and reinserted")
             self.target.reinsert()
         self.app = self.ef = None
+        self.lab_done()
 
     def _power_cut(self) -> None:
         switch = self.target.power_switch()
@@ -435,18 +460,33 @@ class Runner:
                     str(now),
                 )
 
-    def _sample(self, cmd: CommandAPDU) -> tuple[ResponseAPDU, float]:
-        """One APDU and its time at the transport (µs, monotonic ns clock); recorded with
-        the harness's own overhead around it."""
+    def _sample(self, cmd: CommandAPDU, kind: str = "step") -> tuple[ResponseAPDU, float]:
+        """One APDU and its time at the transport (µs, monotonic ns clock), recorded with the
+        harness's whole path to it (from the previous response, less what the guard sent on
+        its own, which has rows of its own). A failed APDU is recorded too, unless the guard
+        refused it (then nothing was sent)."""
         transport = self.target.transport
-        t = time.perf_counter_ns()
-        resp = transport.transmit(cmd)
-        total = time.perf_counter_ns() - t - getattr(transport, "last_extra_ns", 0)
+        try:
+            resp = transport.transmit(cmd)
+        except BaseException:
+            if getattr(transport, "last_sent", True):
+                self._row(transport, cmd, kind, answered=False)
+            raise
+        return resp, self._row(transport, cmd, kind)
+
+    def _row(
+        self, transport: Transport, cmd: CommandAPDU, kind: str, answered: bool = True
+    ) -> float:
+        now = _clock()
+        total = now - self._mark - getattr(transport, "last_extra_ns", 0)
+        self._mark = now
         wire = transport.last_wire_ns / 1e3
         self.latencies.append(
-            ApduTime(_INS[cmd.ins], cmd.ins == 0x20 and not cmd.data, wire, total / 1e3)
+            ApduTime(
+                _INS[cmd.ins], cmd.ins == 0x20 and not cmd.data, wire, total / 1e3, kind, answered
+            )
         )
-        return resp, wire
+        return wire
 
     def do_latency(self, s: M.Latency) -> None:
         profile = self.target.profile
@@ -461,11 +501,12 @@ class Runner:
         )
         samples = []
         first = len(self.latencies)
+        restore = C.verify(right)
         for _ in range(s.samples):
             samples.append(self._sample(cmd)[1])
             if s.of == "wrong":
-                self.target.transport.transmit(C.verify(right))
-        overhead = sorted(a.overhead_us for a in self.latencies[first:])
+                self._sample(restore, "restore")
+        overhead = sorted(a.overhead_us for a in self.latencies[first:] if a.kind == "step")
         q = statistics.quantiles(samples, n=100)
         got = {
             "verify_p50_ms": statistics.median(samples) / 1e3,
@@ -538,12 +579,14 @@ class Runner:
         samples = self._measure(classes, restore, s.samples)
         self.timing_series = samples
         result = leak_test(samples[names[0]], samples[names[1]])
+        self.lab_done()
         self.note(f"leak test {s.classes} ({names[0]} vs {names[1]}): {result.describe()}")
         if result.verdict != "pass":
             # a verdict other than pass must replicate in an independent run (fresh samples, a
             # new random order) before it is one: a device defect is the worst false verdict
             again = self._measure(classes, restore, s.samples)
             second = leak_test(again[names[0]], again[names[1]])
+            self.lab_done()
             self.note(f"independent repeat: {second.describe()}")
             same_sign = (second.mean_difference_us > 0) == (result.mean_difference_us > 0)
             if second.verdict == "pass":
@@ -574,9 +617,9 @@ class Runner:
         random.shuffle(order)
         samples: dict[str, list[float]] = {name: [] for name in names}
         for name in order[:20]:  # warm-up, discarded
-            self.target.transport.transmit(classes[name])
+            self._sample(classes[name], "warm-up")
             if restore is not None:
-                self.target.transport.transmit(restore)
+                self._sample(restore, "restore")
         for name in order:
             cmd = classes[name]
             resp, us = self._sample(cmd)
@@ -585,7 +628,7 @@ class Runner:
                 restore is not None
                 and cmd is not restore
                 and not resp.ok
-                and not self.target.transport.transmit(restore).ok
+                and not self._sample(restore, "restore")[0].ok
             ):
                 raise self.fail("restoring the counter with the right PIN", "9000", "not 9000")
         return samples

@@ -45,6 +45,7 @@ from harness.readerprofile import (
     select_profile,
 )
 from harness.secret import Secret
+from harness.timing import ApduTime
 from harness.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -69,6 +70,34 @@ class Target:
 
     def max_tries(self, pin_id: str) -> int:
         return PINS_BY_ID[pin_id].default_max_tries
+
+    @property
+    def record(self) -> list[ApduTime]:
+        """Where the APDUs this target sends on its own are recorded (the identification
+        of its emulator, the guard's own): the current scenario's record."""
+        rows: list[ApduTime] | None = self.__dict__.get("_record")
+        if rows is None:
+            rows = self.__dict__["_record"] = []
+        return rows
+
+    def new_record(self) -> list[ApduTime]:
+        """The record of the scenario that starts: it holds what the target sent on its own
+        since the last one ended (the identification at its set-up), and what it sends until
+        :meth:`end_record`."""
+        return self.record
+
+    def end_record(self) -> None:
+        """The scenario's record is complete: what the target sends from now on goes to the
+        next one."""
+        self.__dict__["_record"] = []
+
+    def _record_row(self, row: ApduTime) -> None:
+        self.record.append(row)
+
+    def apdus_received(self) -> int | None:
+        """APDUs the card has received since this target was set up, if it can count them
+        (the emulator can; a real card cannot)."""
+        return None
 
     def begin(
         self,
@@ -147,6 +176,9 @@ class _Emulated(Target):
 
     def verified(self, pin_id: str) -> bool:
         return pin_id in self.card.verified
+
+    def apdus_received(self) -> int | None:
+        return self.card.apdus
 
     def begin(
         self,
@@ -227,7 +259,9 @@ class PcscdTarget(_Emulated):
         from harness.transport.pcsc import connect_when_ready
 
         return connect_when_ready(
-            self.name, timeout, check=lambda t: require_emulator(t, self.server.instance_id)
+            self.name,
+            timeout,
+            check=lambda t: require_emulator(t, self.server.instance_id, self._record_row),
         )
 
     def reinsert(self) -> None:
@@ -244,6 +278,11 @@ class PcscdTarget(_Emulated):
 
     def log_tail(self) -> str:
         return self.lab.log_tail()
+
+    def apdus_received(self) -> int | None:
+        """What came over the link: the card's APDUs and the identification, which the
+        server answers itself."""
+        return self.server.apdus
 
     def power_switch(self) -> PowerSwitch:
         """A simulated relay on a pty, channel 1 wired to the emulated card's supply: the
@@ -304,6 +343,7 @@ class GuardedCard:
         status query checked to be free, then a power cycle: see :meth:`RealCardGuard.begin`.
         A blocked PIN cannot be restored from here: that is a lab fault, not a test result."""
         self.guard.log = log or (lambda text: None)
+        self.guard.record = self._record_row  # type: ignore[attr-defined]
         self.guard.begin(pins, spend or {}, destructive_ok=destructive_ok)
 
     def end(self) -> None:

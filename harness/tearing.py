@@ -85,9 +85,11 @@ class Tearing:
                 self.r.select_pin(s.pin)
                 cut = TimedCut(switch, delay)
                 answer = "lost"
+                cmd = C.verify(wrong)
                 cut.fire()
+                self.r.lab_done()
                 try:
-                    resp = self.r.target.transport.transmit(C.verify(wrong))
+                    resp, _ = self.r._sample(cmd, "cut")
                     answer = f"{resp.sw:04X}"
                 except TransportError:
                     pass
@@ -96,6 +98,7 @@ class Tearing:
                 switch.restore()
                 self.r.target.recover()
                 self.r.app = self.r.ef = None
+                self.r.lab_done()
                 after = self.r.tries(s.pin)
                 counted = after == before - 1
                 curve.append(
@@ -139,7 +142,7 @@ class Tearing:
 
         card.write_hook = hook
         try:
-            resp = self.r.tx(cmd)
+            resp = self.r.tx(cmd, "step" if index is None else "cut")
             if index is None:
                 if ok and not resp.ok:
                     raise self.r.fail("the command to tear, uncut", "9000", SW.describe(resp.sw))
@@ -156,6 +159,7 @@ class Tearing:
             card.write_hook = None
         self.r.target.recover()
         self.r.app = self.r.ef = None
+        self.r.lab_done()
 
     def _tear_verify(self, pin: str, index: int | None, seen: list[tuple[str, str]]) -> None:
         wrong, right = self.r.value(pin, "wrong"), self.r.value(pin, "right")

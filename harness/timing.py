@@ -25,22 +25,41 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from harness.apdu.model import CommandAPDU, ResponseAPDU
+    from harness.transport.base import Transport
 
-@dataclass(frozen=True, slots=True)
-class ApduTime:
+
+#: why an APDU was sent, as the record says (every APDU a run sends has a row):
+#: ``step`` a scenario step's own (status queries it reads, latency and leak samples: what
+#: latency figures and checks use, as before), ``warm-up`` a leak test's discarded warm-ups,
+#: ``restore`` a counter put back with the right PIN between timing samples, ``cut`` a command
+#: a power cut was aimed at, ``identify`` the check that the card is this run's emulator,
+#: ``guard`` the real-card guard's own (counter reads, SELECTs, restores)
+KINDS = ("step", "warm-up", "restore", "cut", "identify", "guard")
+
+
+class ApduTime(NamedTuple):
     """The time of one APDU: ``wire_us`` at the transport (the call to the card itself, on
-    the monotonic ns clock) and ``total_us`` around the transport's transmit(); the difference
-    is what the harness adds."""
+    the monotonic ns clock) and ``total_us`` the harness's whole path to its response: for the
+    runner's APDUs from the previous response (or the end of the last lab operation: a power
+    cycle, a cut, a reconnection) to this one, so step logic, checks, traces and reports between
+    two APDUs count; the difference is what the harness adds. A named tuple: one is made for
+    every APDU, and a frozen dataclass costs several times as much to make."""
 
     ins: str  # "20", "A4", ...
     query: bool  # a VERIFY without data (the status query)
     wire_us: float
     total_us: float
+    kind: str = "step"  # one of KINDS
+    answered: bool = True  # False: the transport raised (a cut, a lost connection)
 
     @property
     def overhead_us(self) -> float:
@@ -50,6 +69,40 @@ class ApduTime:
     def verify(self) -> bool:
         """A VERIFY that presents a value (what the VERIFY latency figures are about)."""
         return self.ins == "20" and not self.query
+
+    @property
+    def step(self) -> bool:
+        """One of the scenario's own APDUs (the only ones latency figures are taken from)."""
+        return self.kind == "step" and self.answered
+
+
+_INS = [f"{i:02X}" for i in range(256)]
+
+
+def timed_transmit(
+    transport: Transport, cmd: CommandAPDU, kind: str, record: Callable[[ApduTime], object]
+) -> ResponseAPDU:
+    """``transport.transmit(cmd)``, recorded as one row of ``kind`` (answered or not): for
+    APDUs sent outside the runner's own path (identification, the guard's own)."""
+    t = time.perf_counter_ns()
+    answered = False
+    try:
+        resp = transport.transmit(cmd)
+        answered = True
+        return resp
+    finally:
+        total = time.perf_counter_ns() - t - getattr(transport, "last_extra_ns", 0)
+        if answered or getattr(transport, "last_sent", True):  # not refused before it went
+            record(
+                ApduTime(
+                    _INS[cmd.ins],
+                    cmd.ins == 0x20 and not cmd.data,
+                    transport.last_wire_ns / 1e3,
+                    total / 1e3,
+                    kind,
+                    answered,
+                )
+            )
 
 
 THRESHOLD = 4.5  # TVLA critical |t| of one test (for sample-size estimates)

@@ -13,7 +13,7 @@ from harness.apdu import sw as SW
 from harness.emulator import CardState, EmulatedCard, MemoryStore
 from harness.errors import CardRemoved, StaleEmulator, TransportTimeout
 from harness.links import vpcd
-from harness.links.seriallink import LinkClosed, SerialLink
+from harness.links.seriallink import LinkClosed, LinkTimeout, SerialLink
 from harness.links.vicc import IDENTIFY, EmulatorServer
 from harness.transport.identity import emulator_instance, require_emulator
 from harness.transport.inprocess import InProcessTransport
@@ -165,6 +165,47 @@ def test_a_link_closed_by_another_thread_mid_call_is_link_closed() -> None:
         link.send(b"\x90\x00")
     with pytest.raises(LinkClosed):
         link.receive(time.monotonic() + 0.2)
+    link.close()
+    peer.close()
+    listener.close()
+
+
+def test_a_tcp_link_frames_what_arrives_split_merged_or_before_eof() -> None:
+    """The socket:// path reads whatever arrived into one buffer: messages split anywhere,
+    several in one segment, and the last one before the peer closes all come out whole."""
+    import socket
+
+    from harness.links.vpcd import FramingError
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    link = SerialLink.open(f"socket://127.0.0.1:{listener.getsockname()[1]}")
+    peer, _ = listener.accept()
+    peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    big = bytes(range(256)) * 256  # 65,536 bytes: one byte over, cut to the maximum
+    frames = [b"\x04", b"\x00\x20\x00\x80", big[:65535], b"\x90\x00"]
+    stream = b"".join(vpcd.encode(f) for f in frames)
+    deadline = time.monotonic() + 5
+    peer.sendall(stream[:1])  # half a length
+    with pytest.raises(LinkTimeout):
+        link.receive(time.monotonic() + 0.1)
+    peer.sendall(stream[1:9])  # the rest of it, a whole message and part of the next
+    assert link.receive(deadline) == b"\x04"
+    assert link.receive(deadline) == b"\x00\x20\x00\x80"
+    peer.sendall(stream[9:])
+    peer.close()  # EOF right behind the last message: nothing lost
+    assert link.receive(deadline) == big[:65535]
+    assert link.receive(deadline) == b"\x90\x00"
+    with pytest.raises(LinkClosed):
+        link.receive(deadline)
+    link.close()
+
+    link = SerialLink.open(f"socket://127.0.0.1:{listener.getsockname()[1]}")
+    peer, _ = listener.accept()
+    link.send(b"\x63\xc3")  # one write: length and payload together
+    assert peer.recv(16) == b"\x00\x02\x63\xc3"
+    peer.sendall(b"\x00\x00")
+    with pytest.raises(FramingError):
+        link.receive(deadline)
     link.close()
     peer.close()
     listener.close()

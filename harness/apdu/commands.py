@@ -6,6 +6,8 @@ with no case folding: a lower-case sign password is sent as typed).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from harness.apdu.model import CommandAPDU
 from harness.secret import Secret
 
@@ -26,10 +28,15 @@ def _ref(sfi: int | None) -> int:
     return 0x80 | sfi
 
 
+# Commands that carry no secret are built once per distinct argument (a command is immutable):
+# scenarios send the same SELECTs and status queries again and again. Never the PIN commands:
+# a cache would keep PINs alive.
+@lru_cache(maxsize=256)
 def select_df(aid: bytes) -> CommandAPDU:
     return CommandAPDU(0x00, 0xA4, 0x04, 0x0C, aid)
 
 
+@lru_cache(maxsize=256)
 def select_ef(fid: int) -> CommandAPDU:
     return CommandAPDU(0x00, 0xA4, 0x02, 0x0C, fid.to_bytes(2, "big"))
 
@@ -40,6 +47,7 @@ def verify(pin: PinBytes, *, sfi: int | None = None) -> CommandAPDU:
     return CommandAPDU(0x00, 0x20, 0x00, _ref(sfi), _b(pin))
 
 
+@lru_cache(maxsize=64)
 def pin_status(*, sfi: int | None = None) -> CommandAPDU:
     """The empty VERIFY: asks for the remaining tries without spending one (on a sound card)."""
     return CommandAPDU(0x00, 0x20, 0x00, _ref(sfi))

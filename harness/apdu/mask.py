@@ -23,10 +23,22 @@ def carries_secret(cmd: CommandAPDU) -> bool:
     return (cmd.cla & 0x80 == 0 and cmd.ins in _SECRET_INS) or (cmd.cla, cmd.ins) in _SECRET_CLA_INS
 
 
+#: the rendering of commands that carry no secret, by their bytes (traces show the same
+#: SELECTs and status queries again and again); never PIN material
+_SHOWN: dict[bytes, str] = {}
+
+
 def render_command(cmd: CommandAPDU, *, reveal: bool = False) -> str:
     """The command's bytes as hex, with its data field masked when it is PIN material."""
     raw = cmd.to_bytes()
-    if reveal or not carries_secret(cmd):
+    if not carries_secret(cmd):
+        shown = _SHOWN.get(raw)
+        if shown is None:
+            shown = to_hex(raw)
+            if len(_SHOWN) < 1024:
+                _SHOWN[raw] = shown
+        return shown
+    if reveal:
         return to_hex(raw)
     start = 7 if cmd.is_extended else 5
     end = start + len(cmd.data)

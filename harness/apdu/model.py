@@ -56,10 +56,14 @@ class CommandAPDU:
     _raw: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("cla", "ins", "p1", "p2"):
-            value = getattr(self, name)
-            if not 0 <= value <= 0xFF:
-                raise APDUFormatError(f"{name.upper()} must be one byte, got {value!r}")
+        if (
+            not (0 <= self.cla <= 0xFF and 0 <= self.ins <= 0xFF and 0 <= self.p1 <= 0xFF)
+            or not 0 <= self.p2 <= 0xFF
+        ):
+            for name in ("cla", "ins", "p1", "p2"):
+                value = getattr(self, name)
+                if not 0 <= value <= 0xFF:
+                    raise APDUFormatError(f"{name.upper()} must be one byte, got {value!r}")
         if len(self.data) > EXTENDED_MAX_LC:
             raise APDUFormatError(f"command data of {len(self.data)} bytes exceeds 65535")
         if self.le is not None and not 1 <= self.le <= EXTENDED_MAX_LE:

@@ -107,6 +107,8 @@ class EmulatedCard:
         self.defects = defects
         self.write_hook = write_hook
         self.powered = False
+        #: APDUs the card was sent (powered or not): what a run's record is checked against
+        self.apdus = 0
         #: the PIN object the last PIN command addressed (for tests' oracles and traces)
         self.last_pin: str | None = None
         self._df: DFLayout | None = None
@@ -176,6 +178,7 @@ class EmulatedCard:
     # -- APDU entry points --------------------------------------------------------------
     def transmit(self, raw: bytes) -> bytes:
         """Bytes in, bytes out, as a reader would exchange them."""
+        self.apdus += 1
         if not self.powered:
             raise CardNotPowered("the card is not powered (power_on first)")
         try:

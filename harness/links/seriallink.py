@@ -7,21 +7,29 @@ the bytes of a ``read()`` that ends in EOF). Every read has a deadline.
 
 Latency: Debian 12's vpcd writes length and payload in two ``send()`` calls without
 ``TCP_NODELAY``; if the emulator's kernel delays its ACK, each message stalls ~44 ms. So on TCP
-the link sets ``TCP_NODELAY`` once and ``TCP_QUICKACK`` before every read (the option is not
-sticky). ``quickack=False`` exists only to measure the difference.
+the link sets ``TCP_NODELAY`` once and ``TCP_QUICKACK`` whenever a read leaves a message
+incomplete (the option is not sticky; setting it sends the pending ACK, so vpcd's held-back
+payload comes at once). ``quickack=False`` exists only to measure the difference.
+
+On TCP (``socket://``) the link bypasses pyserial's select-based reads and writes, which cost
+~8 system calls per APDU: the socket blocks with a kernel receive timeout (``SO_RCVTIMEO``, the
+poll interval), each read is one ``recv_into`` into a preallocated buffer holding as many frames
+as arrived, and each message goes out in one ``sendall`` (length and payload together): 4 calls
+per APDU (receive the length, set ``TCP_QUICKACK``, receive the payload, send the answer).
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterator
 
 import serial
 
 from harness.errors import HarnessError
-from harness.links.vpcd import Decoder, encode
+from harness.links.vpcd import MAX_PAYLOAD, Decoder, FramingError, encode
 
 #: how long one blocking read waits before the link checks its stop flag / deadline
 POLL_INTERVAL = 0.05
@@ -46,8 +54,17 @@ class SerialLink:
         self._pending: list[bytes] = []
         self._sock: socket.socket | None = getattr(port, "_socket", None)
         self._quickack = quickack and self._sock is not None and hasattr(socket, "TCP_QUICKACK")
+        #: received bytes not yet framed (TCP only): ``_buf[_start:_end]``
+        self._buf = bytearray()
+        self._start = self._end = 0
         if self._sock is not None:
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = self._sock
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # blocking, with the wait bounded by the kernel: one recv per read, no poll first
+            sock.setblocking(True)
+            usec = int(POLL_INTERVAL * 1e6)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, usec))
+            self._buf = bytearray(2 * (2 + MAX_PAYLOAD))
 
     @classmethod
     def open(cls, url: str, *, quickack: bool = True, baudrate: int = 115200) -> SerialLink:
@@ -65,6 +82,12 @@ class SerialLink:
     def send(self, payload: bytes) -> None:
         if self._closed:
             raise LinkClosed(f"{self.url}: closed")
+        if self._sock is not None:
+            try:
+                self._sock.sendall(encode(payload))
+            except OSError as exc:
+                raise LinkClosed(f"{self.url}: write failed: {exc}") from None
+            return
         try:
             self._port.write(encode(payload))
             self._port.flush()
@@ -94,10 +117,9 @@ class SerialLink:
     def _read_step(self) -> None:
         if self._closed:
             raise LinkClosed(f"{self.url}: closed")
-        if self._quickack:
-            assert self._sock is not None
-            with contextlib.suppress(OSError):
-                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        if self._sock is not None:
+            self._recv_step(self._sock)
+            return
         try:
             chunk = self._port.read(self._decoder.need())
         except (serial.SerialException, OSError) as exc:
@@ -106,6 +128,39 @@ class SerialLink:
             raise LinkClosed(f"{self.url}: closed") from None
         if chunk:
             self._pending.extend(self._decoder.feed(chunk))
+
+    def _recv_step(self, sock: socket.socket) -> None:
+        """One ``recv_into`` (waits up to the poll interval); frames every complete message."""
+        buf, start, end = self._buf, self._start, self._end
+        if start == end:
+            start = end = 0
+        elif len(buf) - end < 2 + MAX_PAYLOAD:  # room for a whole frame after what is kept
+            buf[: end - start] = buf[start:end]
+            start, end = 0, end - start
+        try:
+            got = sock.recv_into(memoryview(buf)[end:])
+        except (BlockingIOError, InterruptedError):  # the poll interval passed: no bytes
+            self._start, self._end = start, end
+            return
+        except OSError as exc:
+            raise LinkClosed(f"{self.url}: {exc}") from None
+        if not got:
+            raise LinkClosed(f"{self.url}: connection closed by the other end")
+        end += got
+        while end - start >= 2:
+            length = (buf[start] << 8) | buf[start + 1]
+            if length == 0:
+                self._start = self._end = 0
+                raise FramingError("empty vpcd message")
+            if end - start < 2 + length:
+                break
+            self._pending.append(bytes(buf[start + 2 : start + 2 + length]))
+            start += 2 + length
+        self._start, self._end = start, end
+        if start != end and self._quickack:
+            # a message is incomplete: its sender may hold the rest back until we ACK
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
     def close(self) -> None:
         self._closed = True

@@ -136,8 +136,9 @@ def attach_timing(
     a figure costs ~0.4 s, and the summary already has one per reader)."""
     if not latencies:
         return
-    csv = "ins,status_query,wire_us,harness_overhead_us\n" + "\n".join(
-        f"{a.ins},{int(a.query)},{a.wire_us:.1f},{a.overhead_us:.1f}" for a in latencies
+    csv = "ins,status_query,wire_us,harness_overhead_us,kind,answered\n" + "\n".join(
+        f"{a.ins},{int(a.query)},{a.wire_us:.1f},{a.overhead_us:.1f},{a.kind},{int(a.answered)}"
+        for a in latencies
     )
     allure.attach(csv, name="latency samples (CSV)", attachment_type=allure.attachment_type.CSV)
     if not plot:
@@ -152,6 +153,8 @@ def attach_timing(
         )
     series: dict[str, list[float]] = {}
     for a in latencies:
+        if not a.step:  # the scenario's own APDUs, as the checks use them
+            continue
         kind = "status query" if a.query else {"20": "VERIFY", "A4": "SELECT"}.get(a.ins, "other")
         series.setdefault(kind, []).append(a.wire_us)
     allure.attach(

@@ -26,6 +26,9 @@ class Row:
     query_us: list[float] = field(default_factory=list)  # status queries (VERIFY without data)
     overhead_us: list[float] = field(default_factory=list)  # the harness's, every APDU
     marginal: list[str] = field(default_factory=list)  # budgets met only marginally
+    apdus: dict[str, int] = field(default_factory=dict)  # rows recorded, by kind
+    unanswered: int = 0  # of those, APDUs whose transport raised (a cut, a lost connection)
+    card_apdus: int | None = None  # APDUs the card received (the emulator counts them)
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -60,6 +63,11 @@ class Summary:
             samples = [us for r in rows for us in r.verify_us]
             queries = [us for r in rows for us in r.query_us]
             overhead = [us for r in rows for us in r.overhead_us]
+            kinds: dict[str, int] = {}
+            for r in rows:
+                for kind, n in r.apdus.items():
+                    kinds[kind] = kinds.get(kind, 0) + n
+            counted = [r.card_apdus for r in rows if r.card_apdus is not None]
             readers[reader] = {
                 "outcomes": {
                     o: sum(r.outcome == o for r in rows)
@@ -68,6 +76,13 @@ class Summary:
                 | {"marginal": sum(bool(r.marginal) for r in rows)},
                 "verify_latency": {"samples": len(samples), **percentiles(samples)},
                 "status_query_latency": {"samples": len(queries), **percentiles(queries)},
+                "apdus": {
+                    "recorded": sum(kinds.values()),
+                    "unanswered": sum(r.unanswered for r in rows),
+                    "by_kind": dict(sorted(kinds.items())),
+                    # None on a real card: only the emulator counts what it received
+                    "card_received": sum(counted) if counted else None,
+                },
                 "harness_overhead_us": {
                     "apdus": len(overhead),
                     **(
