@@ -21,6 +21,7 @@ shared with other runs: ``flock /tmp/pinloop-pcscd.lock …``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -73,6 +74,28 @@ def items(junit: Path) -> tuple[int, int]:
     return len(cases), bad
 
 
+def timing_latency(results: Path) -> list[float]:
+    """The VERIFY latencies (ms) the timing scenarios measured (their CSV attachments)."""
+    values: list[float] = []
+    for path in results.glob("*-result.json"):
+        result = json.loads(path.read_text())
+        tags = {lb["value"] for lb in result.get("labels", []) if lb["name"] == "tag"}
+        if not tags & {"verify-latency-budget", "verify-constant-time"}:
+            continue
+        for attachment in result.get("attachments", []):
+            if attachment["name"] == "latency samples (CSV)":
+                lines = (results / attachment["source"]).read_text().splitlines()[1:]
+                values += [float(f[2]) / 1000 for f in (ln.split(",") for ln in lines) if f[0] == "20"]
+    return values
+
+
+def tail(values: list[float]) -> str:
+    if len(values) < 100:
+        return "no timing samples"
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return f"timing VERIFY p50 {q[49]:.3f} p99 {q[98]:.3f} max {max(values):.3f} ms"
+
+
 def run_once(root: Path, extra: list[str]) -> tuple[float, int, int, str]:
     with tempfile.TemporaryDirectory(prefix="bench-suite-") as tmp:
         reports = Path(tmp)
@@ -90,9 +113,13 @@ def run_once(root: Path, extra: list[str]) -> tuple[float, int, int, str]:
         junit = reports / "junit-suite.xml"
         count, bad = items(junit) if junit.exists() else (0, 0)
         last = (proc.stdout.strip().splitlines() or [""])[-1]
+        last += "; " + tail(timing_latency(reports / "allure-results"))
         if proc.returncode != 0:
             bad = max(bad, 1)
             last += f" (exit {proc.returncode})"
+            kept = Path(tempfile.mkdtemp(prefix="bench-suite-failed-"))
+            (kept / "stdout.txt").write_text(proc.stdout + proc.stderr)
+            last += f"; output kept in {kept}/stdout.txt"
         return wall, count, bad, last
 
 

@@ -118,11 +118,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if station.get("quiet"):  # a worker of a spread run: timing items run alone
         from harness.stations import QuietTiming
 
-        slot = station.get("slot")
-        config.pluginmanager.register(
-            QuietTiming(Path(station["quiet"]), str(slot[2]) if slot else None),
-            "pinloop-quiet-timing",
-        )
+        config.pluginmanager.register(QuietTiming(Path(station["quiet"])), "pinloop-quiet-timing")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -303,11 +299,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    close_targets(config)
-
-
-def close_targets(config: pytest.Config) -> None:
-    """Close every target of the session (again: a no-op)."""
+    if config.pluginmanager.get_plugin("pinloop-quiet-timing") is not None:
+        # a worker of a spread run: its card stays in its slot, idle, until the process ends
+        # with the run, so that pcscd sees nothing change while another worker measures
+        return
     pool = config.stash.get(_POOL, None)
     if pool is not None:
         pool.close()

@@ -402,17 +402,17 @@ class SpreadScheduling(LoadScheduling):  # type: ignore[misc]
 class QuietTiming:
     """A worker's side of a spread run: timing scenarios measure with nothing else running.
 
-    Every worker holds a shared lock on one file for as long as it lives (from its start to
-    the end of its process, its emulated card closed and seen gone by pcscd). A timing item
-    runs holding the lock exclusively: only when every other worker has finished (or waits for
-    the lock itself). The scheduler gives the timing items to one worker once the rest of the
-    library is handed out, and shuts the others down as they run dry, so the wait is for
-    their last items only. A lock that does not come within ``deadline`` is a lab fault.
+    Every worker holds a shared lock on one file from its start to the end of its session. A
+    timing item runs holding the lock exclusively: only once every other worker has finished
+    its session (or waits for the lock itself). The scheduler gives the timing items to one
+    worker once the rest of the library is handed out, and shuts the others down as they run
+    dry, so the wait is for their last items only. A finished worker leaves its emulated card
+    in its slot, idle, until its process ends with the run (nothing changes in pcscd while a
+    timing item measures). A lock that does not come within ``deadline`` is a lab fault.
     """
 
-    def __init__(self, path: Path, reader: str | None, *, deadline: float = 300.0) -> None:
+    def __init__(self, path: Path, *, deadline: float = 300.0) -> None:
         self.path = path
-        self.reader = reader  # the pcscd slot this worker serves, to see its card gone
         self.deadline = deadline
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_SH)  # waits while a timing item measures
@@ -451,16 +451,7 @@ class QuietTiming:
         finally:
             self.shared()
 
-    @pytest.hookimpl(trylast=True)  # after the plugin closed the targets
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        from harness.pytest_plugin import close_targets
-
-        close_targets(config)
-        if self.reader is not None:
-            from harness.transport.pcsc import wait_for_card
-
-            with contextlib.suppress(HarnessError):  # pcscd sees the card go: it stays quiet
-                wait_for_card(self.reader, 3.0, present=False)
         os.close(self.fd)  # the shared lock goes with it
 
 
