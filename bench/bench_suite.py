@@ -68,7 +68,7 @@ def wait_for_no_pcscd(timeout: float = 300.0) -> None:
 
 def items(junit: Path) -> tuple[int, int]:
     """(test cases, of them not passed) in a JUnit file."""
-    root = ET.parse(junit).getroot()  # noqa: S314 - the file the run has just written
+    root = ET.parse(junit).getroot()
     cases = list(root.iter("testcase"))
     bad = sum(1 for c in cases if any(c.find(t) is not None for t in ("failure", "error")))
     return len(cases), bad
@@ -85,7 +85,8 @@ def timing_latency(results: Path) -> list[float]:
         for attachment in result.get("attachments", []):
             if attachment["name"] == "latency samples (CSV)":
                 lines = (results / attachment["source"]).read_text().splitlines()[1:]
-                values += [float(f[2]) / 1000 for f in (ln.split(",") for ln in lines) if f[0] == "20"]
+                rows = (ln.split(",") for ln in lines)
+                values += [float(f[2]) / 1000 for f in rows if f[0] == "20"]
     return values
 
 
@@ -126,7 +127,12 @@ def run_once(root: Path, extra: list[str]) -> tuple[float, int, int, str]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3, help="runs of each way (at least 3)")
-    ap.add_argument("--workers", default="4", help="N of the new way; a list measures each")
+    cores = len(os.sched_getaffinity(0))
+    ap.add_argument(
+        "--workers",
+        default=str(min(8, max(2, 3 * cores))),
+        help="N of the new way (default: ./run suite's, 3 per core, 2 to 8); a list: each",
+    )
     ap.add_argument("--old-root", type=Path, default=ROOT, help="checkout the old way runs in")
     args = ap.parse_args()
     if args.runs < 3:
