@@ -236,7 +236,7 @@ class SummaryCollector:
                 stations = self.config.pluginmanager.get_plugin("pinloop-stations")
                 if stations is not None and stations.spread:
                     # one reader however many slots: the crash is in JUnit and the terminal
-                    reader = stations.reader or spec
+                    reader = stations.reader
                 else:
                     reader = f"{spec} (worker {worker.id} crashed)" if worker else spec
                 self.config.stash[_SUMMARY].add(Row(reader, scenario, "", "error"))

@@ -52,7 +52,8 @@ from harness.target import PcscdTarget, Target
 #: what every report calls the emulated card through pcscd when the library is spread over
 #: several slots: one reader (one summary row, one Allure parameter), whichever slot ran it
 SPREAD_READER = "emulated (pcscd)"
-SPREAD_TARGETS = ("pcscd", "inprocess")
+#: the targets a spread run takes, and the one reader each is in the reports
+SPREAD_TARGETS = {"pcscd": SPREAD_READER, "inprocess": "emulated (in-process)"}
 
 #: rough wall time of one power cut or removal through pcscd (the emulator keeps the card out
 #: 0.5 s; pcscd sees it leave and come back at its 400 ms presence polls); only used to hand
@@ -128,9 +129,7 @@ class Stations:
     @property
     def reader(self) -> str | None:
         """The one reader name a spread run reports (None: each station is its own reader)."""
-        if not self.spread:
-            return None
-        return SPREAD_READER if self.specs == ["pcscd"] else None
+        return SPREAD_TARGETS[self.specs[0]] if self.spread else None
 
     def shared_cpu(self) -> str | None:
         """A warning when stations share CPUs: timing figures then measure the host too."""
@@ -188,7 +187,7 @@ class Stations:
             station = {"spec": self.specs[0 if self.spread else index]}
         if self.spread:
             station["quiet"] = str(self._workdir() / "quiet.lock")
-            if self.reader:
+            if self.specs == ["pcscd"]:  # the slots' names differ; the reader is one
                 station["reader"] = self.reader
         node.workerinput["pinloop_station"] = station
 

@@ -325,3 +325,37 @@ def test_file_profile_hints() -> None:
     assert file_profile([{"tear": {"command": "change"}}])[0] == pytest.approx(1.62)
     assert file_profile([{"leak": {"classes": "blocked"}}]) == (0.02, True)
     assert file_profile("not steps") == (0.02, False)
+
+
+def test_a_crashed_worker_of_a_spread_run_costs_its_item_only(tmp_path: Path) -> None:
+    """gw0 dies in its first scenario: that item is an error of the one reader, the items it
+    held go to the other worker (or its replacement), and every other item runs once."""
+    flag = tmp_path / "crashed"
+    proc = run_pytest(
+        str(ROOT / "scenarios" / "lock-at-exactly-n.pin.yaml"),
+        "-n",
+        "2",
+        "--dist",
+        "load",
+        "--pinloop-target",
+        "inprocess",
+        "-p",
+        "tests.crash_worker",
+        "--pinloop-reports",
+        str(tmp_path),
+        "--junitxml",
+        str(tmp_path / "junit.xml"),
+        env={"PINLOOP_CRASH_FLAG": str(flag)},
+    )
+    assert flag.exists()
+    assert "1 failed, 9 passed" in proc.stdout, proc.stdout[-3000:]
+    readers = json.loads((tmp_path / "summary.json").read_text())["readers"]
+    assert list(readers) == ["emulated (in-process)"]
+    assert readers["emulated (in-process)"]["outcomes"] | {"marginal": 0} == {
+        "passed": 9,
+        "failed": 0,
+        "error": 1,
+        "skipped": 0,
+        "marginal": 0,
+    }
+    assert len(set(_junit_cases(tmp_path / "junit.xml"))) == 10
