@@ -11,7 +11,7 @@ Two ways, chosen by xdist's ``--dist``:
   the same emulated card, and every report shows them as one reader (for pcscd:
   :data:`SPREAD_READER`). :class:`SpreadScheduling` hands out the items (the longest first,
   the timing scenarios last) and :class:`QuietTiming` runs every timing scenario alone: no
-  other station runs anything, nor even lives, while one measures latency.
+  other station runs anything (their sessions are over) while one measures latency.
 
 The controller hands each worker its station in ``pytest_configure_node``:
 
