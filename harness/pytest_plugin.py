@@ -125,6 +125,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
         if config.getoption("numprocesses", None) and config.getoption("--pinloop-target"):
             config.pluginmanager.register(Stations(config), "pinloop-stations")
+    station = getattr(config, "workerinput", {}).get("pinloop_station") or {}
+    if station.get("quiet"):  # a worker of a spread run: timing items run alone
+        from harness.stations import QuietTiming
+
+        config.pluginmanager.register(QuietTiming(Path(station["quiet"])), "pinloop-quiet-timing")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -196,7 +201,7 @@ def _record(item: ScenarioItem, call: pytest.CallInfo[None], report: pytest.Test
     else:
         result = "passed"
     target = item.target
-    reader = target.name if target is not None else item.spec
+    reader = target.report_name if target is not None else item.spec
     times: list[ApduTime] = getattr(item, "latencies", [])
     scenario = item.nodeid.split("::", 1)[-1].rsplit("@", 1)[0]
     row = Row(
@@ -244,12 +249,22 @@ class SummaryCollector:
                 # an xdist worker died in this item: the controller made the report
                 scenario, _, spec = report.nodeid.split("::", 1)[-1].rpartition("@")
                 worker = getattr(getattr(report, "node", None), "gateway", None)
-                reader = f"{spec} (worker {worker.id} crashed)" if worker else spec
+                stations = self.config.pluginmanager.get_plugin("pinloop-stations")
+                if stations is not None and stations.spread:
+                    # one reader however many slots: the crash is in JUnit and the terminal
+                    reader = stations.reader
+                else:
+                    reader = f"{spec} (worker {worker.id} crashed)" if worker else spec
                 self.config.stash[_SUMMARY].add(Row(reader, scenario, "", "error"))
             return
         self.config.stash[_SUMMARY].add(Row(**row))
-        reader = report.pinloop_reader
-        self.config.stash[_READERS].setdefault(reader["target"] + "|" + reader["name"], reader)
+        reader = dict(report.pinloop_reader)
+        known = self.config.stash[_READERS].setdefault(
+            reader["target"] + "|" + reader["name"], reader
+        )
+        if "slots" in reader:  # a spread run: one reader, every slot that served it named
+            slots = {*known.get("slots", "").split(", "), reader["slots"]} - {""}
+            known["slots"] = ", ".join(sorted(slots))
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's junitxml has written its file
@@ -277,7 +292,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                 reporter.write_line(f"pinloop: the summary could not be written: {exc}", red=True)
     alluredir = config.getoption("allure_report_dir", None)
     if alluredir:
-        from harness.report.allure_report import write_environment
+        from harness.report.allure_report import draw_plots, write_environment
+
+        try:  # every item has run: nothing measures any more
+            draw_plots(Path(alluredir))
+        except (OSError, ValueError) as exc:
+            if reporter is not None:
+                reporter.write_line(f"pinloop: Allure plots not drawn: {exc}", yellow=True)
 
         readers = sorted(config.stash[_READERS].values(), key=lambda r: (r["name"], r["target"]))
         try:
@@ -294,6 +315,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if config.pluginmanager.get_plugin("pinloop-quiet-timing") is not None:
+        # a worker of a spread run: its card stays in its slot, idle, until the process ends
+        # with the run, so that pcscd sees nothing change while another worker measures
+        return
     pool = config.stash.get(_POOL, None)
     if pool is not None:
         pool.close()
@@ -395,13 +420,16 @@ def describe_target(spec: str, target: Target) -> dict[str, str]:
         atr = target.transport.atr.hex(" ").upper()
     except HarnessError:
         atr = "unknown"
-    return {
+    reader = {
         "target": spec,
-        "name": target.name,
+        "name": target.report_name,
         "atr": atr,
         "profile": target.profile.name if target.profile else "none",
         "card": "emulated" if target.emulated else "real",
     }
+    if target.report_name != target.name:  # one of the slots of a spread run
+        reader["slots"] = target.name
+    return reader
 
 
 _POOL = pytest.StashKey[TargetPool]()
@@ -474,12 +502,12 @@ class ScenarioItem(pytest.Item):
             destructive_ok=self.target.emulated or self.target.name in allowed,
             reveal=self.config.getoption("--pinloop-reveal"),
         )
-        self.user_properties.append(("reader", self.target.name))
+        self.user_properties.append(("reader", self.target.report_name))
         self.user_properties.append(("rule", self.scenario.rule))
         card = getattr(self.target, "card", None)
         runtime_metadata(
             self.scenario,
-            self.target.name,
+            self.target.report_name,
             f"{card.store.state.name} ({card.model.name})" if card else "real card",
         )
         runner.step_context = step_context(lambda: runner.trace)
@@ -517,7 +545,7 @@ class ScenarioItem(pytest.Item):
             timing = any(s.action in ("latency", "leak") for s in self.scenario.steps)
             attach_timing(
                 runner.latencies,
-                f"{self.scenario.name} on {self.target.name}",
+                f"{self.scenario.name} on {self.target.report_name}",
                 plot=timing,
                 classes=runner.timing_series,
             )

@@ -64,6 +64,14 @@ class Target:
     emulated: bool
     transport: Transport
     profile: ReaderProfile | None = None
+    #: the reader as reports name it, when that is not its PC/SC name: the slots of a spread
+    #: run are one reader (``harness/stations.py``)
+    shown_as: str | None = None
+
+    @property
+    def report_name(self) -> str:
+        """The reader in the summary, JUnit properties and Allure parameters."""
+        return self.shown_as or self.name
 
     def secret(self, pin_id: str) -> Secret:
         raise NotImplementedError

@@ -117,6 +117,9 @@ def test_labels_parameters_and_steps(reports: Path) -> None:
     timing = next(r for r in results if _label(r, "tag").count("verify-latency-budget"))
     kinds = {a["type"] for a in timing["attachments"]}  # type: ignore[attr-defined,index]
     assert {"text/csv", "image/png"} <= kinds
+    # drawn at the end of the session from the items' plot requests: real PNGs, every one
+    pngs = list((reports / "allure-results").glob("*-attachment.png"))
+    assert len(pngs) == 12 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
 def test_environment_and_categories(reports: Path) -> None:

@@ -133,7 +133,8 @@ def attach_timing(
     classes: dict[str, list[float]] | None = None,
 ) -> None:
     """The latency of every APDU as CSV; with ``plot``, a histogram too (timing scenarios:
-    a figure costs ~0.4 s, and the summary already has one per reader)."""
+    the summary already has one per reader). Histograms are attached as plot requests, drawn
+    at the end of the session (:mod:`harness.report.plots`)."""
     if not latencies:
         return
     csv = "ins,status_query,wire_us,harness_overhead_us,kind,answered\n" + "\n".join(
@@ -143,11 +144,11 @@ def attach_timing(
     allure.attach(csv, name="latency samples (CSV)", attachment_type=allure.attachment_type.CSV)
     if not plot:
         return
-    from harness.report.plots import latency_histogram
+    from harness.report.plots import plot_request
 
     if classes:
         allure.attach(
-            latency_histogram(classes, "leak test: " + title),
+            plot_request(classes, "leak test: " + title),
             name="leak test classes",
             attachment_type=allure.attachment_type.PNG,
         )
@@ -158,10 +159,17 @@ def attach_timing(
         kind = "status query" if a.query else {"20": "VERIFY", "A4": "SELECT"}.get(a.ins, "other")
         series.setdefault(kind, []).append(a.wire_us)
     allure.attach(
-        latency_histogram(series, title),
+        plot_request(series, title),
         name="latency histogram",
         attachment_type=allure.attachment_type.PNG,
     )
+
+
+def draw_plots(alluredir: Path) -> int:
+    """The session's histograms, drawn from the plot requests its items attached."""
+    from harness.report.plots import draw_requests
+
+    return draw_requests(alluredir)
 
 
 def _dpkg_version(package: str) -> str:
