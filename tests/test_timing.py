@@ -138,31 +138,36 @@ def test_a_leak_verdict_must_replicate_in_an_independent_run(
     scenario = load_scenarios(root / "scenarios" / "verify-timing-leak.pin.yaml")[0]
     real = timing.leak_test
 
-    def scripted(*verdicts: tuple[str, float]):  # type: ignore[no-untyped-def]
+    def scripted(*verdicts: tuple[str, float] | tuple[str, float, float]):  # type: ignore[no-untyped-def]
         queue = list(verdicts)
 
         def fake(a, b, **kw):  # type: ignore[no-untyped-def]
             got = real(a, b, **kw)
-            verdict, diff = queue.pop(0)
-            return dataclasses.replace(got, verdict=verdict, mean_difference_us=diff, t_max=5.0)
+            verdict, t, *diff = queue.pop(0)  # the signed largest |t|, the raw mean difference
+            mean = diff[0] if diff else t
+            return dataclasses.replace(got, verdict=verdict, mean_difference_us=mean, t_max=t)
 
         return fake
 
-    def run(*verdicts: tuple[str, float]) -> Runner:
+    def run(*verdicts: tuple[str, float] | tuple[str, float, float]) -> Runner:
         monkeypatch.setattr(timing, "leak_test", scripted(*verdicts))
         target = InProcessTarget(load_card_config(), parse_profile("faithful"))
         runner = Runner(target, dataclasses.replace(scenario, steps=scenario.steps))
         runner.run()
         return runner
 
-    runner = run(("leak", 1.0), ("pass", 0.1))
+    runner = run(("leak", -5.0), ("pass", 0.1))
     assert any("did not replicate" in t for t in runner.trace)
     with pytest.raises(AssertionError, match="replicated in an independent run"):
-        run(("leak", 1.0), ("leak", 2.0))
-    with pytest.raises(HarnessError, match="leak, then leak"):
-        run(("leak", 1.0), ("leak", -2.0))  # opposite signs: noise, not a leak
+        run(("leak", -5.0), ("leak", -6.0))
+    with pytest.raises(HarnessError, match="leak, then leak in opposite directions"):
+        run(("leak", -5.0), ("leak", 6.0))  # opposite signs: noise, not a leak
+    # the direction is that of the largest |t|: a stall that turns one run's raw mean
+    # difference round (seen through pcscd under load) does not undo a replicated leak
+    with pytest.raises(AssertionError, match="replicated in an independent run"):
+        run(("leak", -5.0, 55.0), ("leak", -6.0, -12.0))
     with pytest.raises(HarnessError, match="inconclusive, then leak"):
-        run(("inconclusive", 1.0), ("leak", 2.0))
+        run(("inconclusive", -5.0), ("leak", -6.0))
     assert run(("pass", 0.0)).trace  # a pass is not repeated
 
 
