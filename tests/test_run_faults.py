@@ -84,7 +84,7 @@ def test_a_fault_stops_its_scenario_and_the_run_goes_on(tmp_path: Path, fault: s
 
 
 def _real_reader_run(
-    pcscd: Pcscd, emu: EmulatorProcess, fault: str, tmp_path: Path
+    pcscd: Pcscd, emu: EmulatorProcess, fault: str, tmp_path: Path, slot: int = 0
 ) -> tuple[str, dict[str, str]]:
     """Three scenarios on jpki-auth through a real-reader target; ``fault`` hits the emulator
     process at the first VERIFY with the PIN (the start of the first scenario)."""
@@ -104,7 +104,7 @@ def _real_reader_run(
         "-k",
         "jpki-auth or signing",
         "--pinloop-target",
-        f"reader:^{pcscd.slots[0].reader}$",
+        f"reader:^{pcscd.slots[slot].reader}$",
         "--pinloop-reports",
         str(tmp_path),
         env={
@@ -172,7 +172,9 @@ def test_a_full_disk_under_the_emulator_is_named_as_such(
     pcscd: Pcscd, template_state: CardState, tmp_path: Path
 ) -> None:
     """The emulated card's state on a full tmpfs: its writes fail, it answers 65 81 (memory
-    failure), and the lab is told that, not that the PIN given is wrong."""
+    failure), and the lab is told that, not that the PIN given is wrong. On slot 1: slot 0
+    may still be settling from the test before, whose emulator was stopped mid-command (its
+    reset fails, and pcscd can take more than 5 s to see the next emulator's card)."""
     import subprocess
 
     mnt = tmp_path / "disk"
@@ -180,7 +182,7 @@ def test_a_full_disk_under_the_emulator_is_named_as_such(
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
     emu = None
     try:
-        emu = EmulatorProcess(template_state, mnt, pcscd.slots[0].url)
+        emu = EmulatorProcess(template_state, mnt, pcscd.slots[1].url)
         fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
         try:
             while os.write(fd, b"\0" * 4096):
@@ -189,7 +191,7 @@ def test_a_full_disk_under_the_emulator_is_named_as_such(
             pass
         finally:
             os.close(fd)
-        out, outcomes = _real_reader_run(pcscd, emu, "", tmp_path / "reports")
+        out, outcomes = _real_reader_run(pcscd, emu, "", tmp_path / "reports", slot=1)
         (mnt / "filler").unlink()
         emu.stop()
         from harness.emulator import FileStore
