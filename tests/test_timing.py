@@ -93,14 +93,17 @@ def test_through_pcscd_the_leak_test_finds_early_exit_and_clears_the_sound_card(
     require_pcsc()
     out = _run("--pinloop-defect", "early-exit-compare:per_byte_delay_us=20")
     assert "1 failed" in out, out[-2000:]
+    assert "replicated in an independent run" in out, out[-2000:]
     m = re.search(
-        r"LEAK: n=(\d+) per class, max\|t\|=([\d.]+).*difference \+([\d.]+) µs.*"
+        r"LEAK: n=(\d+) per class, max\|t\|=([\d.]+).*difference [+-]([\d.]+) µs.*"
         r"samples needed for this difference ≈ (\d+)",
         out,
     )
     assert m, out[-2000:]
-    # 3 more bytes compared × 20 µs busy-waited: at least that; load only makes it longer
-    assert float(m.group(2)) > THRESHOLD and float(m.group(3)) > 40
+    # no figure in µs is asserted: the raw mean difference (3 bytes × 20 µs here) moves with
+    # every stall of the host, and one stall can even turn its sign (the largest |t|, often a
+    # crop of the fastest samples, is what the verdict and its replication rest on)
+    assert float(m.group(2)) > THRESHOLD
     assert int(m.group(4)) < int(m.group(1))  # it needed fewer samples than it took
     for _ in range(5):  # the constant-time card stays below the threshold, 5 runs out of 5
         out = _run()
