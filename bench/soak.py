@@ -55,6 +55,12 @@ class Tally:
     failed: list[Path] = field(default_factory=list)
     summary: str = ""
 
+    def add(self, rc: int, elapsed: float, summary: str, log: Path) -> None:
+        self.seconds.append(elapsed)
+        self.summary = summary
+        if rc != 0:
+            self.failed.append(log)
+
     def row(self) -> str:
         med = statistics.median(self.seconds) if self.seconds else float("nan")
         return (
@@ -145,10 +151,7 @@ def main() -> int:
         for i in range(args.test_runs):
             log = logs / f"run-test-{i + 1}.log"
             rc, elapsed, summary = _run(["./run", "test"], clone, log, args.isolate)
-            tests.seconds.append(elapsed)
-            tests.summary = summary
-            if rc != 0:
-                tests.failed.append(log)
+            tests.add(rc, elapsed, summary, log)
             print(
                 f"[soak] ./run test #{i + 1}: exit {rc} in {elapsed:.0f} s ({summary})", flush=True
             )
@@ -162,10 +165,8 @@ def main() -> int:
             log = logs / f"{Path(module).stem}-{round_ + 1}.log"
             argv = [python, "-m", "pytest", module, "-q", "-p", "no:cacheprovider"]
             rc, elapsed, summary = _run(argv, clone, log, args.isolate)
-            tally.seconds.append(elapsed)
-            tally.summary = summary
+            tally.add(rc, elapsed, summary, log)
             if rc != 0:
-                tally.failed.append(log)
                 print(
                     f"[soak] FAILED {module} run {round_ + 1}: {summary} (log: {log})", flush=True
                 )

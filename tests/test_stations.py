@@ -15,16 +15,21 @@ from tests.pcsc_lab import require_pcsc
 from tests.support import ROOT, run_pytest
 
 
-def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_pytest(
-        str(ROOT / "scenarios" / "lock-at-exactly-n.pin.yaml"),
+def _outputs(tmp_path: Path) -> list[str]:
+    """The options that send the summary, JUnit XML and Allure results to ``tmp_path``."""
+    return [
         "--pinloop-reports",
         str(tmp_path),
         "--junitxml",
         str(tmp_path / "junit.xml"),
         "--alluredir",
         str(tmp_path / "allure"),
-        *args,
+    ]
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_pytest(
+        str(ROOT / "scenarios" / "lock-at-exactly-n.pin.yaml"), *_outputs(tmp_path), *args
     )
 
 
@@ -119,12 +124,7 @@ SPREAD_FILES = [
 def _spread(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_pytest(
         *(str(ROOT / "scenarios" / f) for f in SPREAD_FILES),
-        "--pinloop-reports",
-        str(tmp_path),
-        "--junitxml",
-        str(tmp_path / "junit.xml"),
-        "--alluredir",
-        str(tmp_path / "allure"),
+        *_outputs(tmp_path),
         "-p",
         "tests.spread_probe",
         *args,

@@ -431,41 +431,27 @@ class _Context:
         if self._broken:
             raise TransportTimeout(f"{self.name}: {what}: transport broken ({self._broken})")
         self._seconds = seconds
+        worker = None
         if self._sock is None or _stuck[0]:
-            return self._in_worker(job, what, seconds)
-        self._due = time.monotonic() + seconds
+            if self._worker is None:
+                self._worker = _Worker(f"pcsc {self.name}")
+            worker = self._worker
+            if self._sock is not None:
+                _say_once("a PC/SC call of this process is stuck in pcsc-lite")
+        if self._sock is not None:  # in a worker too: a call blocked on it returns
+            self._due = time.monotonic() + seconds
         try:
-            result = job()
-        except TransportError:
+            result = job() if worker is None else worker.call(job, seconds, f"{self.name}: {what}")
+        except TransportError as exc:
+            if worker is not None and worker.abandoned and isinstance(exc, TransportTimeout):
+                self._broken = f"a call overran its {seconds:.3g} s deadline"
+                raise
             if self._broken:
                 raise self._timeout(what) from None
             raise
         finally:
             self._due = None
         if self._broken:  # the watchdog fired as the call returned: trust neither
-            raise self._timeout(what)
-        return result
-
-    def _in_worker(self, job: Callable[[], T], what: str, seconds: float) -> T:
-        if self._worker is None:
-            self._worker = _Worker(f"pcsc {self.name}")
-        if self._sock is not None:
-            _say_once("a PC/SC call of this process is stuck in pcsc-lite")
-            # the watchdog still cuts the socket: a call blocked on it returns, and its worker
-            self._due = time.monotonic() + seconds
-        try:
-            result = self._worker.call(job, seconds, f"{self.name}: {what}")
-        except TransportTimeout:
-            if self._worker.abandoned:
-                self._broken = f"a call overran its {seconds:.3g} s deadline"
-            raise
-        except TransportError:
-            if self._broken:
-                raise self._timeout(what) from None
-            raise
-        finally:
-            self._due = None
-        if self._broken:
             raise self._timeout(what)
         return result
 
