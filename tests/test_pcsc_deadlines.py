@@ -98,7 +98,7 @@ end = time.monotonic() + 10
 while pcsc._stuck[0] and time.monotonic() < end:
     time.sleep(0.02)
 out["stuck_after_waking"] = pcsc._stuck[0]
-out["late_released"] = pcsc._late_released[0]
+out["late"] = dict(pcsc._late)
 again = pcsc.connect_when_ready(reader, 5, deadline=deadline)
 out["worker_mode_after"] = again.worker_mode
 out["ok_after"] = again.transmit(cmd).ok
@@ -276,11 +276,14 @@ def _timeout(result: dict[str, object], call: str, within: float = DEADLINE + SL
 
 
 def _assert_recovered(result: dict[str, object], *, late: int) -> None:
-    """pcscd woke up: nothing left stuck, every context established too late given back,
-    and a new connection works, with its socket found again."""
+    """pcscd woke up: nothing left stuck, every establish given up on came back (with a
+    context or, once pcscd had dropped it, an error), every such context given back, and a
+    new connection works, with its socket found again."""
     assert result["ok_before"] and result["ok_after"], result
     assert result["stuck_after_waking"] == 0, result
-    assert result["late_released"] == late, result
+    counts = result["late"]
+    assert isinstance(counts, dict), result
+    assert counts["returned"] == late and counts["released"] == counts["established"], result
     assert result["close_s"] < 0.05, result  # releasing a stopped context does not wait
 
 

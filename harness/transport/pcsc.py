@@ -224,8 +224,9 @@ def _establish() -> Established:
 #: shutdown reaches it; so while this is not 0 every call runs in a worker.
 _stuck = [0]
 _stuck_establish = [0]
-#: contexts established after their caller gave up, released since
-_late_released = [0]
+#: establishes that returned after their caller gave up: how many, how many of them gave a
+#: context, and how many of those contexts were released since
+_late = {"returned": 0, "established": 0, "released": 0}
 _STUCK_LOCK = threading.Lock()
 
 
@@ -267,11 +268,11 @@ class _Worker:
                 box.append(result)
                 done.set()
                 abandoned = self.abandoned
-            if abandoned:  # the caller gave up on this call: it is no longer stuck
-                self._count(-1)
-                if late is not None and result[0]:
+            if abandoned:  # the caller gave up on this call; once ``late`` has its result
+                if late is not None and result[0]:  # the call is no longer stuck
                     with contextlib.suppress(Exception):
                         late(result[1])
+                self._count(-1)
 
     def _abandon(self, box: list[Any]) -> bool:
         """Give up on the call whose result goes in ``box``, unless it has just come."""
@@ -316,14 +317,18 @@ class _Worker:
 
 
 def _drop(established: Established) -> None:
-    """A context established after its caller gave up: give it back."""
+    """An establish that returned after its caller gave up: give its context back."""
     rv, ctx, sock, _why = established
+    with _STUCK_LOCK:
+        _late["returned"] += 1
     if sock is not None:
         sock.close()
     if rv == S.SCARD_S_SUCCESS:
+        with _STUCK_LOCK:
+            _late["established"] += 1
         S.SCardReleaseContext(ctx)
         with _STUCK_LOCK:
-            _late_released[0] += 1
+            _late["released"] += 1
 
 
 def establish_context(
