@@ -499,9 +499,47 @@ class Runner:
             if s.of == "status"
             else C.verify(right if s.of == "right" else self.value(s.pin, "wrong"))
         )
+        restore = C.verify(right)
+        got = self._latency_figures(s, cmd, restore)
+        over = [k for k, budget in profile.timing.items() if budget.judge(got[k]) == "over"]
+        if over:
+            # a budget broken must be broken again in an independent run before it is a
+            # defect: one stall of the host (seen in-process under load: p99 12.7 ms, p95
+            # 0.017 ms) is not the reader's, a reader that is slow is slow again
+            first = got
+            got = self._latency_figures(s, cmd, restore)
+            again = [k for k in over if profile.timing[k].judge(got[k]) == "over"]
+            if again:
+                key = again[0]
+                raise self.fail(
+                    f"VERIFY latency {key} ({profile.name} budget)",
+                    f"<= {profile.timing[key].limit} ms",
+                    f"{first[key]:.3f} ms, then {got[key]:.3f} ms in an independent run, over "
+                    f"{s.samples} samples each",
+                )
+            self.note(f"the first run's {', '.join(over)} over budget did not replicate")
+        for key, budget in profile.timing.items():
+            verdict = budget.judge(got[key])
+            if verdict == "over":
+                raise self.fail(
+                    f"VERIFY latency {key} ({profile.name} budget)",
+                    f"<= {budget.limit} ms",
+                    f"{got[key]:.3f} ms over {s.samples} samples",
+                )
+            if verdict == "marginal":
+                mark = (
+                    f"{key} {got[key]:.3f} ms is marginal (limit {budget.limit}, "
+                    f"marginal above {budget.marginal} ms)"
+                )
+                self.note("MARGINAL: " + mark)
+                self.marginal.append(mark)
+
+    def _latency_figures(
+        self, s: M.Latency, cmd: CommandAPDU, restore: CommandAPDU
+    ) -> dict[str, float]:
+        """One run of ``s.samples`` timed commands: its p50, p95 and p99 in ms (noted)."""
         samples = []
         first = len(self.latencies)
-        restore = C.verify(right)
         for _ in range(s.samples):
             samples.append(self._sample(cmd)[1])
             if s.of == "wrong":
@@ -519,21 +557,7 @@ class Runner:
             + f"; harness overhead per APDU (not included): median "
             f"{statistics.median(overhead):.1f} µs, max {overhead[-1]:.1f} µs"
         )
-        for key, budget in profile.timing.items():
-            verdict = budget.judge(got[key])
-            if verdict == "over":
-                raise self.fail(
-                    f"VERIFY latency {key} ({profile.name} budget)",
-                    f"<= {budget.limit} ms",
-                    f"{got[key]:.3f} ms over {s.samples} samples",
-                )
-            if verdict == "marginal":
-                mark = (
-                    f"{key} {got[key]:.3f} ms is marginal (limit {budget.limit}, "
-                    f"marginal above {budget.marginal} ms)"
-                )
-                self.note("MARGINAL: " + mark)
-                self.marginal.append(mark)
+        return got
 
     def do_tear(self, s: M.Tear) -> None:
         from harness.tearing import Tearing

@@ -213,3 +213,36 @@ def test_permutation_p_values_are_calibrated_under_the_null(shape: str) -> None:
         _, p, _ = max_t_permutation(sample(150), sample(150), permutations=199, seed=i)
         low += p <= 0.05
     assert 1 <= low <= 20, low
+
+
+def test_a_latency_budget_broken_must_be_broken_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One run over budget that the independent repeat does not see (a stall of the host) is
+    a pass with both runs in the trace; over again is the reader's defect, with both figures."""
+    from harness.emulator import load_card_config, parse_profile
+    from harness.runner import Runner
+    from harness.scenario import load_scenarios
+    from harness.target import InProcessTarget
+
+    root = Path(__file__).resolve().parent.parent
+    scenario = load_scenarios(root / "scenarios" / "verify-latency.pin.yaml")[0]
+    fine = {"verify_p50_ms": 0.01, "verify_p95_ms": 0.02, "verify_p99_ms": 0.03}
+    stalled = dict(fine, verify_p99_ms=12.7)
+
+    def run(*figures: dict[str, float]) -> Runner:
+        queue = list(figures)
+        real = Runner._latency_figures
+
+        def scripted(self, s, cmd, restore):  # type: ignore[no-untyped-def]
+            real(self, s, cmd, restore)  # the APDUs are still sent and recorded
+            return queue.pop(0) if queue else fine
+
+        monkeypatch.setattr(Runner, "_latency_figures", scripted)
+        runner = Runner(InProcessTarget(load_card_config(), parse_profile("faithful")), scenario)
+        runner.run()
+        return runner
+
+    # its two latency steps (status queries, wrong VERIFYs); the trace is the last step's
+    runner = run(fine, stalled, fine)
+    assert any("did not replicate" in t for t in runner.trace), runner.trace
+    with pytest.raises(AssertionError, match=r"12\.700 ms, then 12\.700 ms in an independent"):
+        run(fine, stalled, stalled)
