@@ -64,6 +64,8 @@ class SerialLink:
             sock.setblocking(True)
             usec = int(POLL_INTERVAL * 1e6)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, usec))
+            # and a send that the other end never takes (its buffers full) fails, never hangs
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 5, 0))
             self._buf = bytearray(2 * (2 + MAX_PAYLOAD))
 
     @classmethod
