@@ -83,26 +83,35 @@ def test_four_emulated_readers_in_parallel(tmp_path: Path) -> None:
     assert len({r["historyId"] for r in results}) == 40
 
 
-def test_a_crashed_worker_is_replaced_on_its_own_reader(tmp_path: Path) -> None:
-    """Worker gw0 dies in its first scenario; xdist starts another worker, which must get the
-    dead one's reader (slot 0), not a slot that does not exist or one in use."""
-    require_pcsc()
+def _crashed_run(
+    tmp_path: Path, dist: str, target: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """lock-at-exactly-n on 2 workers, gw0 crashing in its first scenario (it did)."""
     flag = tmp_path / "crashed"
     proc = run_pytest(
         str(ROOT / "scenarios" / "lock-at-exactly-n.pin.yaml"),
         "-n",
         "2",
         "--dist",
-        "each",
+        dist,
         "--pinloop-target",
-        "pcscd",
+        target,
         "-p",
         "tests.crash_worker",
         "--pinloop-reports",
         str(tmp_path),
+        *args,
         env={"PINLOOP_CRASH_FLAG": str(flag)},
     )
     assert flag.exists()
+    return proc
+
+
+def test_a_crashed_worker_is_replaced_on_its_own_reader(tmp_path: Path) -> None:
+    """Worker gw0 dies in its first scenario; xdist starts another worker, which must get the
+    dead one's reader (slot 0), not a slot that does not exist or one in use."""
+    require_pcsc()
+    proc = _crashed_run(tmp_path, "each", "pcscd")
     assert "1 failed, 19 passed" in proc.stdout, proc.stdout[-3000:]
     assert "worker 'gw0' crashed" in proc.stdout
     readers = json.loads((tmp_path / "summary.json").read_text())["readers"]
@@ -330,24 +339,7 @@ def test_file_profile_hints() -> None:
 def test_a_crashed_worker_of_a_spread_run_costs_its_item_only(tmp_path: Path) -> None:
     """gw0 dies in its first scenario: that item is an error of the one reader, the items it
     held go to the other worker (or its replacement), and every other item runs once."""
-    flag = tmp_path / "crashed"
-    proc = run_pytest(
-        str(ROOT / "scenarios" / "lock-at-exactly-n.pin.yaml"),
-        "-n",
-        "2",
-        "--dist",
-        "load",
-        "--pinloop-target",
-        "inprocess",
-        "-p",
-        "tests.crash_worker",
-        "--pinloop-reports",
-        str(tmp_path),
-        "--junitxml",
-        str(tmp_path / "junit.xml"),
-        env={"PINLOOP_CRASH_FLAG": str(flag)},
-    )
-    assert flag.exists()
+    proc = _crashed_run(tmp_path, "load", "inprocess", "--junitxml", str(tmp_path / "junit.xml"))
     assert "1 failed, 9 passed" in proc.stdout, proc.stdout[-3000:]
     readers = json.loads((tmp_path / "summary.json").read_text())["readers"]
     assert list(readers) == ["emulated (in-process)"]
