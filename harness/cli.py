@@ -187,13 +187,13 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     import json
     import os
 
-    from harness.links.vpcd import DEFAULT_PORT
+    from harness.links.vpcd import first_port
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s: %(message)s",
     )
-    urls = [f"socket://127.0.0.1:{DEFAULT_PORT + i}" for i in range(len(args.cards))]
+    urls = [f"socket://127.0.0.1:{first_port() + i}" for i in range(len(args.cards))]
     servers = _servers(args.cards, urls, args.model, args.defect, not args.no_quickack)
 
     def ready() -> None:

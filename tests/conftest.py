@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterator
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from harness.emulator import CardConfig, CardState, EmulatedCard, MemoryStore, load_card_config
 from harness.emulator.personalise import personalise
+from harness.links.vpcd import DEFAULT_PORT, PORT_VARIABLE
 from tests.support import Host
 
 pytest_plugins = ["tests.pcsc_lab"]
@@ -19,6 +26,59 @@ settings.register_profile(
     "ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+# Parallel runs (`./run test` passes `-n auto`). Most PC/SC tests wait for pcscd, so two
+# workers per core. pcscd has one fixed place (/run/pcscd: its socket and pid file), so as
+# root each worker runs in a mount namespace of its own with a private /run/pcscd, and its
+# vpcd listens on ports of its own (PINLOOP_VPCD_PORT): every worker starts and stops its
+# own pcscd beside the others, and beside a pcscd of the host's.
+_PRIVATE_RUN = 'mkdir -p /run/pcscd && mount -t tmpfs pinloop-tests /run/pcscd && exec "$0" "$@"'
+
+
+@functools.cache
+def _isolation() -> str | None:
+    """Why workers cannot have a private /run/pcscd, or None when they can."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return "unshare (util-linux) is not installed"
+    try:
+        probe = subprocess.run(
+            [unshare, "--mount", "--propagation", "private", "sh", "-c", _PRIVATE_RUN, "true"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unshare --mount failed: {exc}"
+    if probe.returncode != 0:
+        return f"unshare --mount failed: {probe.stderr.strip()[-200:]}"
+    return None
+
+
+def _pcscd_tests_run() -> bool:
+    return sys.platform == "linux" and os.geteuid() == 0
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    if _pcscd_tests_run() and _isolation() is not None:
+        return 0  # one process: the PC/SC tests would share the host's /run/pcscd
+    return max(2, min(8, 2 * (os.cpu_count() or 1)))
+
+
+def pytest_xdist_setupnodes(config: pytest.Config, specs: Sequence[Any]) -> None:
+    if not _pcscd_tests_run():
+        return  # no PC/SC test runs (they need root): nothing to keep apart
+    why = _isolation()
+    if why is not None:
+        raise pytest.UsageError(f"parallel PC/SC tests need a private /run/pcscd: {why}; use -n 0")
+    for i, spec in enumerate(specs):
+        if not spec.popen:
+            continue
+        python = shlex.split(spec.python) if spec.python else [sys.executable]
+        wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _PRIVATE_RUN]
+        spec.python = shlex.join([*wrap, *python])
+        spec.env[PORT_VARIABLE] = str(DEFAULT_PORT + 100 * (i + 1))
 
 
 @pytest.fixture(scope="session")

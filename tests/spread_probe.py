@@ -11,7 +11,9 @@ import pytest
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    # the worker's own id, not $PYTEST_XDIST_WORKER: that is inherited from the run that
+    # started this one when the harness's tests themselves run in parallel
+    worker = getattr(session.config, "workerinput", {}).get("workerid")
     if worker:
         folder = Path(os.environ["PINLOOP_SPREAD_PROBE"])
         folder.mkdir(parents=True, exist_ok=True)

@@ -63,3 +63,43 @@ def test_readers_command(
         assert out.count("profile: virtual-pcd") == 2
     finally:
         emu.stop()
+
+
+def test_the_vpcd_ports_move_with_pinloop_vpcd_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.errors import ConfigError
+    from harness.lab.pcscd import write_reader_config
+    from harness.links.vpcd import DEFAULT_PORT, PORT_VARIABLE
+
+    monkeypatch.delenv(PORT_VARIABLE, raising=False)
+    assert [s.port for s in write_reader_config(tmp_path / "a", 2)] == [DEFAULT_PORT, 35964]
+    monkeypatch.setenv(PORT_VARIABLE, "40100")
+    slots = write_reader_config(tmp_path / "b", 2)
+    assert [(s.port, s.url) for s in slots] == [
+        (40100, "socket://127.0.0.1:40100"),
+        (40101, "socket://127.0.0.1:40101"),
+    ]
+    conf = (tmp_path / "b" / "vpcd-0").read_text()
+    assert "DEVICENAME /dev/null:40100\n" in conf and "CHANNELID 40100\n" in conf
+    for bad in ("abc", "80", "65530", "-1", "4e4"):
+        monkeypatch.setenv(PORT_VARIABLE, bad)
+        with pytest.raises(ConfigError, match=PORT_VARIABLE):
+            write_reader_config(tmp_path / "c", 2)
+
+
+def test_a_parallel_worker_has_a_pcscd_place_and_ports_of_its_own(
+    request: pytest.FixtureRequest,
+) -> None:
+    """`./run test` runs in parallel: each worker as root must see its own /run/pcscd."""
+    import os
+
+    from harness.links.vpcd import DEFAULT_PORT, PORT_VARIABLE
+
+    workerinput = getattr(request.config, "workerinput", None)
+    if workerinput is None or os.geteuid() != 0:
+        pytest.skip("only a parallel run as root keeps its workers apart")
+    number = int(workerinput["workerid"].removeprefix("gw"))
+    assert os.environ[PORT_VARIABLE] == str(DEFAULT_PORT + 100 * (number + 1))
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    assert any(m.split()[4] == "/run/pcscd" and "pinloop-tests" in m for m in mounts), mounts

@@ -89,8 +89,11 @@ def test_each_defect_fails_the_library_naming_its_rule(profile: str) -> None:
 
 
 def test_the_library_passes_through_pcscd() -> None:
+    """As the main job runs it (`./run suite`): spread over three emulated readers of one
+    pcscd. One process per target is tested on parts of it (tests/test_stations.py and the
+    PC/SC tests of the reports, timing and fault modules)."""
     require_pcsc()
-    code, out = run_library("--pinloop-target", "pcscd")
+    code, out = run_library("--pinloop-target", "pcscd", "-n", "3", "--dist", "load")
     assert code == 0, out[-3000:]
     assert re.match(r"\d+ passed in", summary(out)), summary(out)
 

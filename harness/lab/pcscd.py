@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.links.vpcd import DEFAULT_PORT
+from harness.links.vpcd import first_port
 
 PCSCD = "/usr/sbin/pcscd"
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
@@ -54,10 +54,11 @@ class VirtualSlot:
 def virtual_slots(count: int) -> list[VirtualSlot]:
     """The readers a config made by :func:`write_reader_config` for ``count`` slots has."""
     slots = []
+    base = first_port()
     for i in range(count):
         pair, slot = divmod(i, 2)
         friendly = "Virtual PCD" if pair == 0 else f"Virtual PCD {_PAIR_NAMES[pair - 1]}"
-        slots.append(VirtualSlot(i, DEFAULT_PORT + i, f"{friendly} 00 {slot:02X}"))
+        slots.append(VirtualSlot(i, base + i, f"{friendly} 00 {slot:02X}"))
     return slots
 
 
@@ -77,7 +78,7 @@ def write_reader_config(directory: Path, count: int) -> list[VirtualSlot]:
         if pair:
             driver = drivers / f"libifdvpcd-{pair}.so"
             shutil.copy2(VPCD_DRIVER.resolve(), driver)
-        port = DEFAULT_PORT + 2 * pair
+        port = slots[2 * pair].port
         friendly = slots[2 * pair].reader[: -len(" 00 00")]
         (directory / f"vpcd-{pair}").write_text(
             f'FRIENDLYNAME "{friendly}"\nDEVICENAME /dev/null:{port}\n'

@@ -8,9 +8,10 @@ the reader). Messages may arrive split or merged, so the decoder is incremental.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
-from harness.errors import HarnessError
+from harness.errors import ConfigError, HarnessError
 
 CTRL_OFF = 0x00
 CTRL_ON = 0x01
@@ -24,7 +25,20 @@ CONTROL_NAMES = {
 }
 
 MAX_PAYLOAD = 0xFFFF
-DEFAULT_PORT = 35963  # slot 0; slot n listens on DEFAULT_PORT + n
+DEFAULT_PORT = 35963  # vpcd's own: slot 0; slot n listens on DEFAULT_PORT + n
+#: moves every vpcd port of a pcscd pinloop starts (two labs on one host, each in its own
+#: mount namespace, need two port ranges; the harness's own parallel tests do that)
+PORT_VARIABLE = "PINLOOP_VPCD_PORT"
+
+
+def first_port() -> int:
+    """The TCP port of slot 0: ``$PINLOOP_VPCD_PORT`` when set, else vpcd's 35963."""
+    value = os.environ.get(PORT_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_PORT
+    if not value.isdigit() or not 1024 <= int(value) <= 65535 - 16:
+        raise ConfigError(f"{PORT_VARIABLE}={value!r}: a TCP port from 1024 to 65519")
+    return int(value)
 
 
 class FramingError(HarnessError):
