@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -72,13 +74,35 @@ def pytest_xdist_setupnodes(config: pytest.Config, specs: Sequence[Any]) -> None
     why = _isolation()
     if why is not None:
         raise pytest.UsageError(f"parallel PC/SC tests need a private /run/pcscd: {why}; use -n 0")
-    for i, spec in enumerate(specs):
+    taken: set[int] = set()
+    for spec in specs:
         if not spec.popen:
             continue
         python = shlex.split(spec.python) if spec.python else [sys.executable]
         wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _PRIVATE_RUN]
         spec.python = shlex.join([*wrap, *python])
-        spec.env[PORT_VARIABLE] = str(DEFAULT_PORT + 100 * (i + 1))
+        spec.env[PORT_VARIABLE] = str(_free_ports(taken))
+        taken.add(int(spec.env[PORT_VARIABLE]))
+
+
+def _free_ports(taken: set[int]) -> int:
+    """The first port of 16 free TCP ports, in a block chosen at random: two runs on one host
+    (two checkouts, two labs) must not give their workers the same ports."""
+    blocks = list(range(DEFAULT_PORT + 100, 65519 - 16, 100))
+    random.SystemRandom().shuffle(blocks)
+    for base in blocks:
+        if base not in taken and all(_bindable(base + k) for k in range(16)):
+            return base
+    raise pytest.UsageError("no block of 16 free TCP ports for the PC/SC test workers")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))  # vpcd listens on every address
+        except OSError:
+            return False
+    return True
 
 
 @pytest.fixture(scope="session")

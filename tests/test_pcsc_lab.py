@@ -99,7 +99,7 @@ def test_a_parallel_worker_has_a_pcscd_place_and_ports_of_its_own(
     workerinput = getattr(request.config, "workerinput", None)
     if workerinput is None or os.geteuid() != 0:
         pytest.skip("only a parallel run as root keeps its workers apart")
-    number = int(workerinput["workerid"].removeprefix("gw"))
-    assert os.environ[PORT_VARIABLE] == str(DEFAULT_PORT + 100 * (number + 1))
+    port = int(os.environ[PORT_VARIABLE])
+    assert port != DEFAULT_PORT and (port - DEFAULT_PORT) % 100 == 0, port
     mounts = Path("/proc/self/mountinfo").read_text().splitlines()
     assert any(m.split()[4] == "/run/pcscd" and "pinloop-tests" in m for m in mounts), mounts
