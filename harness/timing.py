@@ -23,6 +23,7 @@ n ≈ 2·((t_crit + 1.645)·σ/δ)² samples per class to see a leak δ with 95 
 from __future__ import annotations
 
 import math
+import os
 import random
 import statistics
 import time
@@ -103,6 +104,43 @@ def timed_transmit(
                     answered,
                 )
             )
+
+
+class CpuWait:
+    """How long the calling thread has waited for a CPU, in ns (Linux: the run delay of
+    ``/proc/thread-self/schedstat``, the time it was runnable and not running).
+
+    A loaded host keeps a thread off the CPU for whole time slices (4-16 ms with a few busy
+    processes per core): a sample that spans one is that long, whatever the reader did. A
+    latency figure is taken less that wait, so host load is not reported as a slow reader.
+    Opened in the thread that measures (the file names the thread that opened it)."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+            self.now()
+        except (OSError, ValueError, IndexError):
+            self.close()
+
+    @property
+    def available(self) -> bool:
+        return self._fd is not None
+
+    def now(self) -> int:
+        if self._fd is None:
+            return 0
+        return int(os.pread(self._fd, 128, 0).split()[1])
+
+    def close(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)  # type: ignore[arg-type]
+        self._fd = None
+
+    def __enter__(self) -> CpuWait:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 THRESHOLD = 4.5  # TVLA critical |t| of one test (for sample-size estimates)

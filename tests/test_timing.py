@@ -246,3 +246,72 @@ def test_a_latency_budget_broken_must_be_broken_again(monkeypatch: pytest.Monkey
     assert any("did not replicate" in t for t in runner.trace), runner.trace
     with pytest.raises(AssertionError, match=r"12\.700 ms, then 12\.700 ms in an independent"):
         run(fine, stalled, stalled)
+
+
+def _on_one_busy_cpu(allure: Path, *args: str) -> tuple[int, str]:
+    """The latency scenario in-process, its process on one CPU that four busy processes
+    share: every few ms the scheduler keeps it off the CPU for whole time slices."""
+    import os
+
+    cpu = min(os.sched_getaffinity(0))
+
+    def pin() -> None:
+        os.sched_setaffinity(0, {cpu})
+
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=pin)
+        for _ in range(4)
+    ]
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:randomly",
+                "-q",
+                "-rA",
+                "--pinloop-target",
+                "inprocess",
+                "--alluredir",
+                str(allure),
+                "-k",
+                "jpki-auth",
+                *args,
+                str(
+                    Path(__file__).resolve().parent.parent / "scenarios" / "verify-latency.pin.yaml"
+                ),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=pin,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(
+    not Path("/proc/thread-self/schedstat").exists(), reason="needs Linux's schedstat"
+)
+def test_a_busy_host_is_not_a_slow_reader(tmp_path: Path) -> None:
+    """A card that answers in 0.3 ms, measured on a CPU four busy processes share: as measured
+    its p95/p99 are several ms (the time slices it waited); less the time it waited for a CPU
+    it is within the in-process budget (p95 2 ms, p99 10 ms). A card at 2 ms is still over
+    the p50 budget of 1 ms on that same busy CPU."""
+    code, out = _on_one_busy_cpu(
+        tmp_path / "a", "--pinloop-defect", "fixed-delay:fixed_delay_ms=0.3"
+    )
+    assert code == 0, out[-3000:]
+    traces = "".join(p.read_text() for p in (tmp_path / "a").glob("*-attachment.txt"))
+    waits = [float(w) for w in re.findall(r"this thread waited ([\d.]+) ms for a CPU", traces)]
+    assert len(waits) >= 2 and max(waits) > 5, waits  # the host did keep it waiting
+    code, out = _on_one_busy_cpu(tmp_path / "b", "--pinloop-defect", "fixed-delay:fixed_delay_ms=2")
+    assert code == 1 and "VERIFY latency verify_p50_ms" in out, out[-3000:]
