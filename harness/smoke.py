@@ -153,7 +153,7 @@ def _through_pcscd(card: EmulatedCard, tmp: Path, stack: contextlib.ExitStack) -
     thread = serve_in_thread(server)
     stack.callback(thread.join, 2)
     stack.callback(server.stop)
-    wait_for_card(slot.reader, 5.0)
+    wait_for_card(slot.reader, 15.0)  # as the emulated targets: a loaded host is slow
     transport = PcscTransport(slot.reader)
     require_emulator(transport, server.instance_id)
     print(

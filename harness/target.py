@@ -52,6 +52,10 @@ if TYPE_CHECKING:
     from harness.lab.pcscd import VirtualSlot
     from harness.lab.relay_sim import SimulatedRelay
 
+#: how long an emulator's card may take to show in pcscd after it (re)connects: ~0.5 s
+#: (pcscd polls every 400 ms), but more than 5 s was seen at load 10 on 2 cores
+EMULATED_CARD_WAIT_S = 15.0
+
 
 class TargetError(HarnessError):
     """A target cannot be set up or used (lab fault)."""
@@ -262,7 +266,7 @@ class PcscdTarget(_Emulated):
             self.lab.stop()
             raise
 
-    def _connect(self, timeout: float = 5.0) -> Transport:
+    def _connect(self, timeout: float = EMULATED_CARD_WAIT_S) -> Transport:
         from harness.transport.identity import require_emulator
         from harness.transport.pcsc import connect_when_ready
 

@@ -58,7 +58,7 @@ class ServedCard:
         self.server = EmulatorServer(self.card, url)
         self.reader = reader
         self.thread = serve_in_thread(self.server)
-        wait_for_card(reader, 5.0)
+        wait_for_card(reader, 15)
 
     def stop(self) -> None:
         self.server.stop()

@@ -75,7 +75,7 @@ def _run(
     try:
         from harness.transport.pcsc import wait_for_card
 
-        wait_for_card(slot.reader, 5)
+        wait_for_card(slot.reader, 15)
         proc = run_pytest(
             "-p",
             "no:randomly",

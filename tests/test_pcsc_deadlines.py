@@ -177,7 +177,7 @@ def lab(tmp_path: Path, template_state: CardState) -> Iterator[tuple[Pcscd, Rela
     try:
         emu = EmulatorProcess(template_state, tmp_path, daemon.slots[0].url)
         relay = Relay(tmp_path / "relay.sock")
-        wait_for_card(daemon.slots[0].reader, 5)
+        wait_for_card(daemon.slots[0].reader, 15)
         yield daemon, relay, daemon.slots[0].reader
     finally:
         if daemon.pid:

@@ -62,7 +62,7 @@ def _serve(
     """An emulator process on slot 0, its card present in the reader."""
     emu = EmulatorProcess(state, tmp, lab.slots[0].url, defect=defect, name=name)
     emulators.append(emu)
-    wait_for_card(lab.slots[0].reader, 5)
+    wait_for_card(lab.slots[0].reader, 15)
     return emu
 
 
@@ -130,7 +130,7 @@ def test_the_emulator_reconnects_when_pcscd_restarts(
     emu = _serve(lab, emulators, template_state, tmp_path)
     lab.stop()
     lab.start()
-    wait_for_card(slot.reader, 5)
+    wait_for_card(slot.reader, 15)
     with PcscTransport(slot.reader) as transport:
         require_emulator(transport, emu.instance_id)
         assert transport.transmit(JPKI).ok
@@ -146,7 +146,7 @@ def test_a_stale_emulator_on_the_port_is_detected(
     ours.kill()
     # the stale one silently becomes the card at vpcd's next poll; the reader may never
     # even look empty, so retry until a card answers again
-    transport = connect_when_ready(slot.reader, 5, check=lambda t: t.transmit(JPKI))
+    transport = connect_when_ready(slot.reader, 15, check=lambda t: t.transmit(JPKI))
     with transport:
         with pytest.raises(StaleEmulator, match="stale emulator"):
             require_emulator(transport, ours.instance_id)

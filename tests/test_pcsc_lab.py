@@ -26,7 +26,7 @@ def test_two_cards_on_two_slots_each_its_own(
     ]
     try:
         for slot in pcscd.slots:
-            wait_for_card(slot.reader, 5)
+            wait_for_card(slot.reader, 15)
         with PcscTransport(pcscd.slots[0].reader) as a, PcscTransport(pcscd.slots[1].reader) as b:
             require_emulator(a, emus[0].instance_id)
             require_emulator(b, emus[1].instance_id)
@@ -55,7 +55,7 @@ def test_readers_command(
     wait_for_card(pcscd.slots[1].reader, 5, present=False)
     emu = EmulatorProcess(template_state, tmp_path, pcscd.slots[0].url)
     try:
-        wait_for_card(pcscd.slots[0].reader, 5)
+        wait_for_card(pcscd.slots[0].reader, 15)
         assert main(["readers"]) == 0
         out = capsys.readouterr().out
         assert "Virtual PCD 00 00\n    card:    3B E0 00 FF 81 31 FE 45 14 (jpki-contact)" in out

@@ -27,7 +27,7 @@ def test_the_lab_command_starts_and_stops_everything(tmp_path: Path) -> None:
         assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(4)]
         assert "Ctrl-C or SIGTERM stops the lab" in lines[-1], lines
-        wait_for_card("Virtual PCD 00 01", 5)
+        wait_for_card("Virtual PCD 00 01", 15)
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)

@@ -86,7 +86,7 @@ def test_a_virtual_reader_addressed_as_a_real_one(
     try:
         from harness.transport.pcsc import wait_for_card
 
-        wait_for_card(slot.reader, 5)
+        wait_for_card(slot.reader, 15)
         # no PIN in the environment: a lab fault (error), not a device failure
         proc = _pytest([*files, *select], {})
         out = proc.stdout

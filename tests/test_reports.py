@@ -335,7 +335,7 @@ def test_no_pin_with_showlocals_when_a_run_fails_unexpectedly(
         card = tmp_path / "card.yaml"
         card.write_text(CARD)
         emu = EmulatorProcess(personalise(load_card_config(card)), tmp_path, daemon.slots[0].url)
-        wait_for_card(daemon.slots[0].reader, 5)
+        wait_for_card(daemon.slots[0].reader, 15)
         args[-2:] = ["--pinloop-target", f"reader:^{daemon.slots[0].reader}$"]
         env |= {env_name("jpki-auth"): "7391", "PINLOOP_TEST_KILL_PID": str(emu.proc.pid)}
     try:
