@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from harness.apdu import commands as C
+from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import load_card_config, parse_profile
 from harness.runner import Runner
 from harness.scenario import load_scenarios
@@ -49,7 +50,7 @@ def _spin() -> None:  # pragma: no cover - a busy loop in a child process
 
 
 def one_run(target: Target, samples: int) -> str:
-    scenario = load_scenarios(ROOT / "scenarios" / "verify-timing-leak.pin.yaml")[0]
+    scenario = load_scenarios(ROOT / "scenarios" / "verify-timing-leak.pin.yaml", JPKI)[0]
     runner = Runner(target, scenario)
     target.begin(scenario.pins)
     runner.select_pin("jpki-auth")

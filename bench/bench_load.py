@@ -53,7 +53,7 @@ def _timed(fn: Callable[[Path], object], path: Path) -> tuple[float, float]:
 
 
 def _without_parse(path: Path) -> float:
-    """CPU seconds of ``load_scenarios(path)`` given the document already parsed."""
+    """CPU seconds of ``load_scenarios(path, JPKI)`` given the document already parsed."""
     doc = load_yaml(path)
     loader.load_yaml = lambda _: doc  # type: ignore[assignment]
     try:

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.apdu import commands as C
-from harness.cards.jpki import FACTS
+from harness.cards.jpki import FACTS, PROFILE
 from harness.emulator import EmulatedCard, MemoryStore, load_card_config, personalise
 from harness.guard import RealCardGuard
 from harness.runner import Runner
@@ -56,6 +56,7 @@ class _Bare(Target):
         self.name = transport.name
         self.emulated = True
         self.transport = transport
+        self.card_profile = PROFILE
 
 
 def measure(layers: dict[str, Callable[[], object]], n: int, block: int = 100) -> dict[str, float]:

@@ -45,6 +45,7 @@ from smartcard import scard as S
 
 from harness.apdu import commands as C
 from harness.apdu.model import CommandAPDU, ResponseAPDU
+from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import MemoryStore, load_card_config, personalise
 from harness.emulator.config import CardConfig
 from harness.lab.emulator import EmulatorProcess
@@ -67,7 +68,7 @@ def library(*, observable: bool = False) -> list[M.Scenario]:
     (which an emulator in another process does not show)."""
     out = []
     for path in sorted((ROOT / "scenarios").glob("*.pin.yaml")):
-        for s in load_scenarios(path):
+        for s in load_scenarios(path, JPKI):
             if any(isinstance(step, (*_SLOW, M.Power)) for step in s.steps):
                 continue
             if observable and any(

@@ -21,9 +21,9 @@ from harness import __version__
 from harness.apdu import render_raw_command, render_response
 from harness.apdu import sw as SW
 from harness.apdu.model import ResponseAPDU, from_hex, to_hex
+from harness.cards.jpki.layout import PINS
 from harness.emulator import EmulatedCard, FileStore, load_card_config, parse_profile, personalise
 from harness.emulator.config import DEFAULT_CONFIG_PATH
-from harness.emulator.layout import PINS
 from harness.emulator.models import MODELS
 from harness.errors import CardStateError, DeviceDefect, HarnessError
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU, ResponseAPDU
-from harness.cards.jpki import GuardFacts
+from harness.cards.profile import GuardFacts
 from harness.errors import DeviceDefect, HarnessError
 from harness.secret import Secret
 from harness.timing import ApduTime, timed_transmit
@@ -133,6 +133,16 @@ class RealCardGuard:
         *,
         opt_in_hint: str = "",
     ) -> None:
+        if not (facts.status_query_free and facts.verify_restores):
+            # both are what the guard stands on: it reads each counter with the status query
+            # and puts it back with one correct VERIFY
+            missing = "a free status query" if not facts.status_query_free else ""
+            if not facts.verify_restores:
+                missing += (" and " if missing else "") + "a VERIFY that restores the counter"
+            raise GuardSetupError(
+                f"{inner.name}: the card profile does not promise {missing}; the real-card guard "
+                "cannot keep its PINs safe, so nothing is sent to it"
+            )
         self.inner = inner
         self.name = inner.name
         self.facts = facts

@@ -5,6 +5,8 @@ Options (group ``pinloop``):
 - ``--pinloop-target T`` (repeatable): ``inprocess`` (default), ``pcscd``, ``reader:NAME``
 - ``--pinloop-defect PROFILE``: give the emulated card a deliberate defect
 - ``--pinloop-card CONFIG``: card config of the emulated card
+- ``--pinloop-card-profile NAME``: the kind of card the run is for (default ``jpki``; or
+  ``module:ATTRIBUTE``): scenario files are loaded for it, and every target must hold it
 - ``--pinloop-destructive-reader NAME`` (repeatable): allow destructive scenarios and steps
   that could block a PIN on that real reader (exact reader name)
 - ``--pinloop-reveal``: UNSAFE, show PINs in traces
@@ -28,8 +30,8 @@ from typing import Any
 
 import pytest
 
+from harness.cards import CardProfile, card_profile
 from harness.checks import ExpectationFailed
-from harness.emulator.config import DEFAULT_CONFIG_PATH, load_card_config
 from harness.errors import (
     ConfigError,
     DeviceDefect,
@@ -72,9 +74,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--pinloop-defect", metavar="PROFILE", help="defect profile of the emulated card")
     g.addoption(
         "--pinloop-card",
-        default=str(DEFAULT_CONFIG_PATH),
+        default=None,
         metavar="CONFIG",
-        help="card config (YAML) of the emulated card",
+        help="card config (YAML) of the emulated card (default: the emulator's own)",
+    )
+    g.addoption(
+        "--pinloop-card-profile",
+        default="jpki",
+        metavar="NAME",
+        help="the kind of card the run is for: jpki (default) or module:ATTRIBUTE",
     )
     g.addoption(
         "--pinloop-destructive-reader",
@@ -342,6 +350,7 @@ class TargetPool:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+        self._card: CardProfile | None = None
         self.targets: dict[str, Target] = {}
         self.broken: dict[str, str] = {}
         self.faulted: dict[str, str] = {}  # faulted mid-scenario; one fresh set-up allowed
@@ -356,6 +365,14 @@ class TargetPool:
         )
         return station
 
+    @property
+    def card(self) -> CardProfile:
+        """The card profile of the run (``--pinloop-card-profile``): scenario files are loaded
+        for it, and every target holds it."""
+        if self._card is None:
+            self._card = card_profile(self.config.getoption("--pinloop-card-profile"))
+        return self._card
+
     def specs(self) -> list[str]:
         station = self.station
         if station is not None:  # an xdist worker: the controller handed it one reader
@@ -367,20 +384,20 @@ class TargetPool:
             raise HarnessError(f"target {spec} broke earlier: {self.broken[spec]}")
         if spec not in self.targets:
             try:
-                card = load_card_config(self.config.getoption("--pinloop-card"))
                 defect = self.config.getoption("--pinloop-defect")
                 station = self.station
                 if station is not None and station.get("slot"):
                     from harness.stations import slot_target
 
-                    self.targets[spec] = slot_target(station, card, defect)
+                    self.targets[spec] = slot_target(station, self.card_config(), defect, self.card)
                 else:
                     readers = self.config.getoption("--pinloop-readers")
                     self.targets[spec] = make_target(
                         spec,
-                        card,
+                        None if spec.startswith("reader:") else self.card_config(),
                         defect,
                         Path(readers) if readers else None,
+                        card=self.card,
                         guard=self.guards.get(spec),
                     )
             except HarnessError as exc:
@@ -397,6 +414,13 @@ class TargetPool:
                 raise TargetError(why) from None
             self.faulted.pop(spec, None)
         return self.targets[spec]
+
+    def card_config(self) -> Any:
+        """The emulated card's config (``--pinloop-card``, else the emulator's own); the
+        emulator is loaded only for an emulated target."""
+        from harness.emulator.config import DEFAULT_CONFIG_PATH, load_card_config
+
+        return load_card_config(self.config.getoption("--pinloop-card") or DEFAULT_CONFIG_PATH)
 
     def mark_faulted(self, spec: str, why: str) -> None:
         """A lab fault mid-scenario: close the target; the next item sets it up again."""
@@ -441,15 +465,15 @@ _READERS = pytest.StashKey[dict[str, dict[str, str]]]()
 
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
-        scenarios = load_scenarios(self.path)
         pool = self.config.stash[_POOL]
+        scenarios = load_scenarios(self.path, pool.card)
         for scenario in scenarios:
             for spec in pool.specs():
                 name = scenario.name + (f"[{scenario.id}]" if scenario.id else "") + f"@{spec}"
                 item = ScenarioItem.from_parent(self, name=name, scenario=scenario, spec=spec)
                 for tag in sorted(scenario.tags):
                     item.add_marker(tag.replace("-", "_"))
-                for mark in collection_markers(scenario):
+                for mark in collection_markers(scenario, pool.card):
                     item.add_marker(mark)
                 item.add_marker(pytest.mark.pinloop_target(spec))
                 yield item

@@ -25,12 +25,11 @@ from harness.apdu import commands as C
 from harness.apdu import render_command
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU, ResponseAPDU
+from harness.cards.profile import CardProfile, PinSpec
 from harness.checks import ExpectationFailed, describe_sw, sw_matches, tries_expected
-from harness.emulator.layout import APPS_BY_ID, PINS, PINS_BY_ID, PinSpec
-from harness.errors import ConfigError, HarnessError, TransportError
+from harness.errors import ConfigError, HarnessError, SourceLocation, TransportError
 from harness.guard import Refused
 from harness.scenario import model as M
-from harness.scenario.schema import PIN_IDS
 from harness.scenario.spend import declared_spend
 from harness.secret import Secret
 from harness.target import Target
@@ -60,7 +59,7 @@ def _other_char(c: int, letters: bool) -> int:
 
 def _variant(right: bytes, v: str, spec: PinSpec, pin: str) -> Secret:
     """A value derived from the PIN ``right``: not the PIN (wrong, lower, short ...)."""
-    letters = spec.format.name == "A-Z 0-9"
+    letters = spec.format.letters
     if v in ("wrong", "wrong-first"):
         return Secret(bytes((_other_char(right[0], letters),)) + right[1:])
     if v == "wrong-last":
@@ -101,6 +100,14 @@ class Runner:
     ) -> None:
         self.target = target
         self.scenario = scenario
+        #: what the runner knows of the card: the target's profile
+        self.card: CardProfile = target.card_profile
+        if scenario.card and scenario.card != self.card.name:
+            raise ConfigError(
+                f"{scenario.name}: loaded for the {scenario.card} card, run on {target.name}, "
+                f"which holds the {self.card.name} card",
+                SourceLocation(scenario.path, scenario.line),
+            )
         self.destructive_ok = destructive_ok
         self.reveal = reveal
         self.values: dict[str, Secret] = {}  # PIN values after change / reinit
@@ -149,14 +156,14 @@ class Runner:
         self._mark = _clock()
 
     def select_app(self, app: str) -> None:
-        resp = self.tx(C.select_df(APPS_BY_ID[app].aid))
+        resp = self.tx(C.select_df(self.card.apps_by_id[app].aid))
         if not resp.ok:
             raise self.fail(f"SELECT {app}", "9000", SW.describe(resp.sw))
         self.app, self.ef = app, None
 
     def select_pin(self, pin: str, *, keep_app: bool = True) -> None:
         """Make ``pin``'s EF current; re-selects the DF only when another one is selected."""
-        spec = PINS_BY_ID[pin]
+        spec = self.card.pins_by_id[pin]
         if self.app != spec.app or not keep_app:
             self.select_app(spec.app)
         if self.ef != spec.fid:
@@ -166,7 +173,7 @@ class Runner:
             self.ef = spec.fid
 
     def tries(self, pin: str, *, sfi: bool = False) -> int:
-        spec = PINS_BY_ID[pin]
+        spec = self.card.pins_by_id[pin]
         if sfi:
             if self.app != spec.app:
                 self.select_app(spec.app)
@@ -182,7 +189,7 @@ class Runner:
     def value(self, pin: str, v: M.Value) -> Secret:
         """The bytes ``v`` stands for, as a :class:`Secret` (wrong variants of a PIN give away
         most of it, so they are secrets too)."""
-        spec = PINS_BY_ID[pin]
+        spec = self.card.pins_by_id[pin]
         if isinstance(v, M.Literal):
             if not self.target.emulated:
                 raise UnsafeStep("literal PIN values are for emulated cards only")
@@ -202,7 +209,7 @@ class Runner:
         if v == "fresh":
             if not self.target.emulated:
                 raise UnsafeStep("a fresh PIN on a real card would be unknown to the lab")
-            return _fresh(right, spec.format.name == "A-Z 0-9")
+            return _fresh(right, spec.format.letters)
         return _variant(right.reveal(), v, spec, pin)
 
     # -- expectations -------------------------------------------------------------------------
@@ -263,7 +270,9 @@ class Runner:
     def run(self) -> None:
         """Begin (the target brings the card to the scenario's start), the steps, then the
         end (a real card's counters and values put back), unless the connection failed."""
-        spend = declared_spend(self.scenario, {p: self.target.max_tries(p) for p in PIN_IDS})
+        spend = declared_spend(
+            self.scenario, {p: self.target.max_tries(p) for p in self.card.pin_ids}
+        )
         try:
             self.target.begin(
                 self.scenario.pins, spend=spend, destructive_ok=self.destructive_ok, log=self.note
@@ -286,7 +295,7 @@ class Runner:
     def _steps(self) -> None:
         if any(isinstance(s, M.OthersUnchanged) for s in self.scenario.steps):
             self.step = self.scenario.steps[0]  # a failed read is reported at the first step
-            self.start_counters = {p.id: self.tries(p.id) for p in PINS}
+            self.start_counters = {p.id: self.tries(p.id) for p in self.card.pins}
         for index, step in enumerate(self.scenario.steps, 1):
             self.step = step
             self.trace = []
@@ -304,7 +313,7 @@ class Runner:
             self.check(s, resp, None, None)
             return
         assert s.app is not None
-        resp = self.tx(C.select_df(APPS_BY_ID[s.app].aid))
+        resp = self.tx(C.select_df(self.card.apps_by_id[s.app].aid))
         self.app, self.ef = (s.app, None) if resp.ok else (None, None)
         if s.ef is not None and resp.ok:
             resp = self.tx(C.select_ef(s.ef))
@@ -312,7 +321,7 @@ class Runner:
         self.check(s, resp, None, None)
 
     def do_verify(self, s: M.Verify) -> None:
-        spec = PINS_BY_ID[s.pin]
+        spec = self.card.pins_by_id[s.pin]
         for i in range(s.repeat):
             if not s.sfi:
                 self.select_pin(s.pin)
@@ -341,7 +350,7 @@ class Runner:
         for i in range(s.repeat):
             before = self._before(s, s.pin, s.sfi)
             if s.sfi:
-                spec = PINS_BY_ID[s.pin]
+                spec = self.card.pins_by_id[s.pin]
                 if self.app != spec.app:
                     self.select_app(spec.app)
                 resp = self.tx(C.pin_status(sfi=spec.fid))
@@ -351,12 +360,13 @@ class Runner:
             self.check(s, resp, s.pin, before, sfi=s.sfi, final=i == s.repeat - 1)
 
     def do_change(self, s: M.Change) -> None:
-        spec = PINS_BY_ID[s.pin]
+        spec = self.card.pins_by_id[s.pin]
         self.select_pin(s.pin)
         before = self._before(s, s.pin, False)
         new = self.value(s.pin, s.new)
-        make = C.change_reference_data if spec.change.name == "ISO" else C.change_key
-        resp = self.tx(make(new))
+        if spec.change is None:  # the loader refuses such a step
+            raise HarnessError(f"{s.pin} cannot be changed")
+        resp = self.tx(spec.change.command(new))
         if resp.ok:
             self.values[s.pin] = self.new[s.pin] = new
         self.check(s, resp, s.pin, before)
@@ -411,9 +421,10 @@ class Runner:
         self.check(s, resp, None, None)
 
     def do_sign(self, s: M.Sign) -> None:
-        key_fid, cert_fid = (0x0017, 0x000A) if s.key == "auth" else (0x001A, 0x0001)
-        if self.app != "jpki":
-            self.select_app("jpki")
+        key = self.card.sign_keys[s.key]
+        key_fid, cert_fid = key.key_fid, key.cert_fid
+        if self.app != key.app:
+            self.select_app(key.app)
         self.tx(C.select_ef(key_fid))
         self.ef = key_fid
         message = os.urandom(32)
@@ -449,7 +460,7 @@ class Runner:
         self.check(s, resp, None, None)
 
     def do_othersunchanged(self, s: M.OthersUnchanged) -> None:
-        for p in PINS:
+        for p in self.card.pins:
             if p.id == s.pin:
                 continue
             now = self.tries(p.id)

@@ -17,9 +17,9 @@ from harness.apdu import commands as C
 from harness.apdu import render_command
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU, ResponseAPDU
+from harness.cards.jpki.layout import APPS_BY_ID, PINS_BY_ID
 from harness.emulator import EmulatedCard, FileStore, parse_profile, personalise
 from harness.emulator.config import CardConfig
-from harness.emulator.layout import APPS_BY_ID, PINS_BY_ID
 from harness.transport.base import Transport
 
 

@@ -38,16 +38,19 @@ import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from xdist.scheduler import LoadScheduling
 
-from harness.emulator.config import CardConfig
 from harness.errors import HarnessError
 from harness.scenario import Scenario
 from harness.scenario import model as M
-from harness.target import PcscdTarget, Target
+from harness.target import PcscdTarget, Target, check_card
+
+if TYPE_CHECKING:
+    from harness.cards.profile import CardProfile
+    from harness.emulator.config import CardConfig
 
 #: what every report calls the emulated card through pcscd when the library is spread over
 #: several slots: one reader (one summary row, one Allure parameter), whichever slot ran it
@@ -464,8 +467,11 @@ class QuietTiming:
         os.close(self.fd)  # the shared lock goes with it
 
 
-def slot_target(station: dict[str, Any], card: CardConfig, defect: str | None) -> Target:
-    """A worker's emulated card in its slot of the controller's pcscd."""
+def slot_target(
+    station: dict[str, Any], card: CardConfig, defect: str | None, profile: CardProfile | None
+) -> Target:
+    """A worker's emulated card in its slot of the controller's pcscd (it must hold the card
+    ``profile`` of the run, when given)."""
     from harness.emulator import parse_profile
     from harness.lab.pcscd import VirtualSlot
 
@@ -479,4 +485,5 @@ def slot_target(station: dict[str, Any], card: CardConfig, defect: str | None) -
     )
     if station.get("reader"):
         target.shown_as = str(station["reader"])
+    check_card(target, profile)
     return target

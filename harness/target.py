@@ -4,9 +4,9 @@
 - ``pcscd``: the emulated card behind pcscd + vpcd, reached with pyscard (pcscd and the
   emulator are started here; the emulator is checked to be ours).
 - ``reader:NAME``: a real card in a real reader (exactly one reader must match NAME; its
-  profile comes from ``readers/``). Its PINs come from the environment
-  (``PINLOOP_PIN_JPKI_AUTH`` …), never from a scenario. Every APDU to it passes the
-  real-card guard (:mod:`harness.guard`).
+  profile comes from ``readers/``, its card's from ``--pinloop-card-profile``). Its PINs come
+  from the environment (named by the card profile: ``PINLOOP_PIN_JPKI_AUTH`` …), never from a
+  scenario. Every APDU to it passes the real-card guard (:mod:`harness.guard`).
 
 A target gives each scenario a card in a known state: emulated targets restore a freshly
 personalised card before every scenario; on a real card the guard puts every PIN the scenario
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -25,9 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.emulator import DefectProfile, EmulatedCard, MemoryStore, parse_profile, personalise
-from harness.emulator.config import CardConfig
-from harness.emulator.layout import PINS_BY_ID
+from harness.cards.profile import CardProfile
 from harness.errors import HarnessError, TransportError
 from harness.guard import RealCardGuard
 from harness.lab.power import (
@@ -49,6 +46,8 @@ from harness.timing import ApduTime
 from harness.transport.base import Transport
 
 if TYPE_CHECKING:
+    from harness.emulator import DefectProfile
+    from harness.emulator.config import CardConfig
     from harness.lab.pcscd import VirtualSlot
     from harness.lab.relay_sim import SimulatedRelay
 
@@ -67,6 +66,8 @@ class Target:
     name: str
     emulated: bool
     transport: Transport
+    #: the kind of card this target holds: what the runner, the guard and reports know of it
+    card_profile: CardProfile
     profile: ReaderProfile | None = None
     #: the reader as reports name it, when that is not its PC/SC name: the slots of a spread
     #: run are one reader (``harness/stations.py``)
@@ -81,7 +82,7 @@ class Target:
         raise NotImplementedError
 
     def max_tries(self, pin_id: str) -> int:
-        return PINS_BY_ID[pin_id].default_max_tries
+        return self.card_profile.pins_by_id[pin_id].default_max_tries
 
     @property
     def record(self) -> list[ApduTime]:
@@ -171,9 +172,12 @@ class _Emulated(Target):
     emulated = True
 
     def __init__(self, config: CardConfig, defects: DefectProfile) -> None:
+        from harness.emulator import EmulatedCard, MemoryStore, personalise
+
         self.config = config
         self.template = personalise(config)
         self.card = EmulatedCard(MemoryStore(self.template.copy()), defects=defects)
+        self.card_profile = self.card.card_profile  # the card the emulator implements
         self._secrets = {k: Secret(v.encode()) for k, v in config.secrets().items()}
 
     def secret(self, pin_id: str) -> Secret:
@@ -200,6 +204,8 @@ class _Emulated(Target):
         destructive_ok: bool = True,
         log: Callable[[str], None] | None = None,
     ) -> None:
+        from harness.emulator import MemoryStore
+
         self.card.store = MemoryStore(self.template.copy())
         self.transport.power_cycle()
 
@@ -323,25 +329,20 @@ class PcscdTarget(_Emulated):
         return self.workdir
 
 
-def env_name(pin_id: str) -> str:
-    return "PINLOOP_PIN_" + re.sub(r"[^A-Z0-9]", "_", pin_id.upper())
-
-
 class GuardedCard:
     """The real-card part of a target: its guard, its PINs from the environment, and how a
     scenario begins and ends on it. Mixed into a :class:`Target` whose transport it wraps."""
 
     name: str
     guard: RealCardGuard
+    card_profile: CardProfile
 
     def _guard(self, transport: Transport) -> RealCardGuard:
-        from harness.cards.jpki import FACTS
-
-        self.guard = RealCardGuard(transport, FACTS, self.secret)
+        self.guard = RealCardGuard(transport, self.card_profile.guard_facts, self.secret)
         return self.guard
 
     def secret(self, pin_id: str) -> Secret:
-        return env_secret(pin_id, self.name)
+        return env_secret(self.card_profile, pin_id, self.name)
 
     def begin(
         self,
@@ -362,10 +363,15 @@ class GuardedCard:
         self.guard.end()
 
 
-def env_secret(pin_id: str, reader: str) -> Secret:
+def env_name(pin_id: str, card: CardProfile) -> str:
+    """The environment variable of the lab's PIN ``pin_id`` of a ``card``."""
+    return card.env_name(pin_id)
+
+
+def env_secret(card: CardProfile, pin_id: str, reader: str) -> Secret:
     """The lab's PIN for ``pin_id`` from the environment, checked against its format (a
     mistyped PIN would spend a try), never shown."""
-    name = env_name(pin_id)
+    name = card.env_name(pin_id)
     value = os.environ.get(name)
     if not value:
         raise TargetError(f"missing PIN for {pin_id} on {reader}: set {name}")
@@ -375,7 +381,7 @@ def env_secret(pin_id: str, reader: str) -> Secret:
         raise TargetError(f"{name} is not ASCII: not a PIN of {pin_id}") from None
     finally:
         del value
-    secret, spec = Secret(raw), PINS_BY_ID[pin_id]
+    secret, spec = Secret(raw), card.pins_by_id[pin_id]
     ok = spec.format.accepts(raw)
     del raw
     if not ok:
@@ -393,13 +399,15 @@ class RealReaderTarget(GuardedCard, Target):
         pattern: str,
         readers_dir: Path | None = None,
         *,
+        card: CardProfile,
         guard: RealCardGuard | None = None,
         card_wait_s: float = 5.0,
     ) -> None:
-        """``guard``: the guard of this reader's earlier target in the session (set up again
-        after a lab fault): what it learnt about the card (a stopped card, a refused PIN, a
-        PIN whose value is lost) carries over. ``card_wait_s``: how long to wait for a card
-        (a card or emulator coming back after a fault)."""
+        """``card``: the kind of card in the reader (its profile). ``guard``: the guard of this
+        reader's earlier target in the session (set up again after a lab fault): what it learnt
+        about the card (a stopped card, a refused PIN, a PIN whose value is lost) carries over.
+        ``card_wait_s``: how long to wait for a card (a card or emulator coming back after a
+        fault)."""
         from harness.transport.pcsc import PcscTransport, list_readers, wait_for_card
 
         readers = reader_pattern(pattern, "--pinloop-target reader:").matching(list_readers())
@@ -409,6 +417,7 @@ class RealReaderTarget(GuardedCard, Target):
                 f"({', '.join(readers) or 'none'}); it must match exactly one"
             )
         self.name = readers[0]
+        self.card_profile = card
         self.profile = select_profile(
             self.name, load_profiles(readers_dir) if readers_dir else load_profiles()
         )
@@ -454,22 +463,46 @@ def _profile_for(name: str) -> ReaderProfile | None:
 
 def make_target(
     spec: str,
-    config: CardConfig,
+    config: CardConfig | None,
     defect: str | None,
     readers_dir: Path | None = None,
     *,
+    card: CardProfile | None = None,
     guard: RealCardGuard | None = None,
 ) -> Target:
     """``inprocess``, ``pcscd`` or ``reader:NAME-REGEX`` (its profile from ``readers_dir``,
-    else the lab's folder, with the built-in ones; ``guard``: the earlier guard of that reader)."""
-    profile = parse_profile(defect or "faithful")
-    if spec == "inprocess":
-        return InProcessTarget(config, profile)
-    if spec == "pcscd":
-        workdir = Path(tempfile.mkdtemp(prefix="pinloop-pcscd-"))
-        return PcscdTarget(config, profile, workdir)
+    else the lab's folder, with the built-in ones; ``guard``: the earlier guard of that reader).
+
+    ``card``: the card profile the run is for. An emulated target's card is the one its
+    emulator implements (``config``: its card config), which must be ``card`` when it is given;
+    a real reader's card is ``card``, which it needs."""
     if spec.startswith("reader:"):
         if defect:
             raise TargetError("--pinloop-defect applies to emulated cards only")
-        return RealReaderTarget(spec[len("reader:") :], readers_dir, guard=guard)
-    raise TargetError(f"unknown target {spec!r}; use inprocess, pcscd or reader:NAME")
+        if card is None:
+            raise TargetError(f"{spec}: a real card needs its card profile")
+        return RealReaderTarget(spec[len("reader:") :], readers_dir, card=card, guard=guard)
+    if spec not in ("inprocess", "pcscd"):
+        raise TargetError(f"unknown target {spec!r}; use inprocess, pcscd or reader:NAME")
+    from harness.emulator import load_card_config, parse_profile
+
+    defects = parse_profile(defect or "faithful")
+    config = config if config is not None else load_card_config()
+    target: Target
+    if spec == "inprocess":
+        target = InProcessTarget(config, defects)
+    else:
+        target = PcscdTarget(config, defects, Path(tempfile.mkdtemp(prefix="pinloop-pcscd-")))
+    check_card(target, card)
+    return target
+
+
+def check_card(target: Target, card: CardProfile | None) -> None:
+    """An emulated target must hold the card the run is for (its scenarios name that card's
+    PINs); closed if not."""
+    if card is not None and target.card_profile is not card:
+        target.close()
+        raise TargetError(
+            f"{target.name} emulates the {target.card_profile.name} card, not the "
+            f"{card.name} card this run is for (--pinloop-card-profile)"
+        )

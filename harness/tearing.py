@@ -18,8 +18,6 @@ from harness.apdu import commands as C
 from harness.apdu import render_command
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU
-from harness.emulator import COMPARE_EVENT
-from harness.emulator.layout import PINS_BY_ID
 from harness.errors import CardPowerLost, HarnessError, TransportError
 from harness.lab.power import TimedCut
 from harness.runner import UnsafeStep  # runner imports this module lazily: no cycle
@@ -170,6 +168,8 @@ class Tearing:
             self.r.tx(C.verify(right))
             return
         after = self.r.tries(pin)
+        from harness.emulator import COMPARE_EVENT  # tear cuts the emulated card only
+
         compared = (COMPARE_EVENT, "after") in seen
         cut = f"{seen[-1][0]}/{seen[-1][1]}"
         if after > before or (compared and after != before - 1):
@@ -200,8 +200,10 @@ class Tearing:
         return new_ok, left
 
     def _tear_change(self, pin: str, index: int | None, seen: list[tuple[str, str]]) -> None:
-        spec = PINS_BY_ID[pin]
-        make = C.change_reference_data if spec.change.name == "ISO" else C.change_key
+        change = self.r.card.pins_by_id[pin].change
+        if change is None:  # the loader refuses such a step
+            raise HarnessError(f"{pin} cannot be changed")
+        make = change.command
         old = self.r.value(pin, "right")
         new = self.r.value(pin, "fresh")
         self.r.select_pin(pin)
@@ -230,7 +232,8 @@ class Tearing:
     def _tear_reinit(self, pin: str, index: int | None, seen: list[tuple[str, str]]) -> None:
         if not self.r.target.emulated:
             raise UnsafeStep("reinit is the emulator's test mechanism; a real card has none")
-        code = self.r.target.card.store.state.reset_codes["window"]  # type: ignore[attr-defined]
+        route = self.r.card.reinit_routes[0]
+        code = self.r.target.card.store.state.reset_codes[route]  # type: ignore[attr-defined]
         old, wrong = self.r.value(pin, "right"), self.r.value(pin, "wrong")
         new = self.r.value(pin, "fresh")
         self.r.select_pin(pin)

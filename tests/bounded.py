@@ -97,6 +97,7 @@ def _run(case: list[str]) -> tuple[str, str, str | None, int | None]:
     import contextlib
     import io
 
+    from harness.cards.jpki import PROFILE as JPKI
     from harness.errors import ConfigError
 
     kind, *args = case
@@ -104,7 +105,7 @@ def _run(case: list[str]) -> tuple[str, str, str | None, int | None]:
         if kind == "scenario":
             from harness.scenario import load_scenarios
 
-            load_scenarios(args[0])
+            load_scenarios(args[0], JPKI)
         elif kind == "card":
             from harness.emulator.config import load_card_config
 
@@ -124,7 +125,7 @@ def _run(case: list[str]) -> tuple[str, str, str | None, int | None]:
             from harness.transport import pcsc
 
             pcsc.list_readers = lambda: list(FAKE_READERS)  # type: ignore[assignment]
-            make_target(args[0], None, None)  # type: ignore[arg-type]
+            make_target(args[0], None, None, card=JPKI)  # type: ignore[arg-type]
         elif kind == "cli":
             from harness.cli import main
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from harness.apdu import commands as C
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU, ResponseAPDU
+from harness.cards.jpki.layout import APPS_BY_ID, LAYOUT, PINS_BY_ID
 from harness.emulator import CardConfig, EmulatedCard
-from harness.emulator.layout import APPS_BY_ID, LAYOUT, PINS_BY_ID
 from harness.secret import Secret
 from harness.target import GuardedCard, InProcessTarget
 

@@ -7,8 +7,8 @@ import pytest
 from harness.apdu import commands as C
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU
+from harness.cards.jpki.layout import APPLICATIONS, LAYOUT, PINS
 from harness.emulator import EmulatedCard, MemoryStore
-from harness.emulator.layout import APPLICATIONS, LAYOUT, PINS
 from harness.errors import CardNotPowered
 from tests.support import Host
 

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from harness.apdu import commands as C
 from harness.apdu.model import CommandAPDU
+from harness.cards.jpki.layout import APPLICATIONS, APPS_BY_ID, PINS
 from harness.emulator import FAITHFUL, PROFILES, CardState, DefectProfile, EmulatedCard, MemoryStore
-from harness.emulator.layout import APPLICATIONS, APPS_BY_ID, PINS
 from tests.oracle import check_apdu, check_power
 
 _AIDS = [a.aid for a in APPLICATIONS]

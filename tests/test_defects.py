@@ -9,6 +9,7 @@ import pytest
 
 from harness.apdu import commands as C
 from harness.apdu import sw as SW
+from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import PROFILES, CardConfig, CardState, EmulatedCard, MemoryStore
 from harness.emulator.defects import UnknownDefectError, parse_profile
 from tests.support import Host
@@ -231,7 +232,7 @@ def test_a_blocked_pin_that_lets_the_right_pin_through_is_reported_the_right_way
     from harness.target import InProcessTarget
 
     path = Path(__file__).resolve().parent.parent / "scenarios" / "blocked-answers-alike.pin.yaml"
-    scenario = load_scenarios(path)[0]
+    scenario = load_scenarios(path, JPKI)[0]
     target = InProcessTarget(load_card_config(), parse_profile("ok-when-blocked"))
     with pytest.raises(ExpectationFailed) as err:
         Runner(target, scenario).run()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import CardConfig, MemoryStore, load_card_config, parse_profile
 from harness.errors import HarnessError
 from harness.guard import GuardDefect, Refused
@@ -93,7 +94,7 @@ def _run(target: PretendRealCard, scenario: Scenario) -> str:
 
 
 def _scenarios(name: str) -> list[Scenario]:
-    return load_scenarios(HOSTILE / name if (HOSTILE / name).exists() else LIB / name)
+    return load_scenarios(HOSTILE / name if (HOSTILE / name).exists() else LIB / name, JPKI)
 
 
 # file → outcome per PIN of its scenarios (the PIN of for_each, or the file's one PIN)
@@ -278,13 +279,13 @@ def test_the_guards_memory_survives_a_fresh_set_up(monkeypatch: pytest.MonkeyPat
 
     given: list[object] = []
 
-    def make(*args: object, guard: RealCardGuard | None = None) -> Fake:
+    def make(*args: object, guard: RealCardGuard | None = None, card: object = None) -> Fake:
         given.append(guard)
         return Fake(guard or RealCardGuard(Inner(), FACTS, lambda pin: Secret(b"1234")))  # type: ignore[arg-type]
 
     class Config:
         def getoption(self, name: str, default: object = None) -> object:
-            return {"--pinloop-card": str(P.DEFAULT_CONFIG_PATH)}.get(name, default)
+            return {"--pinloop-card-profile": "jpki"}.get(name, default)
 
     monkeypatch.setattr(P, "make_target", make)
     pool = P.TargetPool(Config())  # type: ignore[arg-type]
@@ -305,3 +306,29 @@ def test_a_pin_blocked_with_the_opt_in_does_not_stop_other_scenarios(config: Car
     assert _run(target, _scenarios("raw-verify.hostile.yaml")[0]).startswith(
         "error: jpki-auth is blocked"
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"status_query_free": False}, "does not promise a free status query"),
+        ({"verify_restores": False}, "promise a VERIFY that restores the counter"),
+    ],
+)
+def test_a_card_whose_profile_lacks_what_the_guard_stands_on_is_not_guarded(
+    change: dict[str, bool], words: str
+) -> None:
+    """The guard counts on two facts of the card profile; without either it sends nothing."""
+    import dataclasses
+
+    from harness.cards.jpki import FACTS
+    from harness.guard import GuardSetupError, RealCardGuard
+    from harness.secret import Secret
+
+    class Inner:
+        name = "Reader X"
+
+    with pytest.raises(GuardSetupError, match=words):
+        facts = dataclasses.replace(FACTS, **change)  # type: ignore[arg-type]
+        RealCardGuard(Inner(), facts, lambda pin: Secret(b"1"))  # type: ignore[arg-type]
+    RealCardGuard(Inner(), FACTS, lambda pin: Secret(b"1"))  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from harness.apdu.model import CommandAPDU
+from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import CardConfig, EmulatedCard, MemoryStore, load_card_config, personalise
 from harness.errors import CardRemoved, CardStateError
 from harness.scenario import Scenario, load_scenarios
@@ -30,7 +31,7 @@ def config() -> CardConfig:
 def _scenario(tmp_path, text: str) -> Scenario:  # type: ignore[no-untyped-def]
     path = tmp_path / "s.hostile.yaml"
     path.write_text("name: firmware case\nrule: firmware\nsteps:\n" + text)
-    (scenario,) = load_scenarios(path)
+    (scenario,) = load_scenarios(path, JPKI)
     return scenario
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import CardState, FileStore
 from harness.lab.pcscd import Pcscd
 from harness.scenario import load_scenarios
@@ -86,7 +87,7 @@ def _run(
             f"--junitxml={junit}",
             *k,
             *map(str, files),
-            env={env_name(p): v for p, v in PINS.items()},
+            env={env_name(p, JPKI): v for p, v in PINS.items()},
             timeout=300,
         )
     finally:
@@ -129,7 +130,7 @@ def test_hostile_files_through_pcscd(
     # in reserve
     declared: dict[str, int] = {}
     for f in files:  # every scenario: a refused one may have spent its declared tries first
-        for sc in load_scenarios(f):
+        for sc in load_scenarios(f, JPKI):
             for pin, n in declared_spend(sc).items():
                 declared[pin] = max(declared.get(pin, 0), n)
     for pin, low in lowest.items():

@@ -7,7 +7,7 @@ import pytest
 from harness.apdu import commands as C
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU
-from harness.emulator.layout import PINS, PINS_BY_ID, ChangeCommand
+from harness.cards.jpki.layout import PINS, PINS_BY_ID, ChangeCommand
 from tests.support import Host
 
 ALL_PINS = [p.id for p in PINS]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.cards.jpki import PROFILE as JPKI
 from harness.checks import ExpectationFailed
 from harness.emulator import PROFILES, CardState
 from harness.lab.pcscd import Pcscd
@@ -46,7 +47,7 @@ def bench(
         f"power_switch: {{kind: relay, url: {relay.path}, channel: 2, off_ms: 100}}\n"
     )
     for pin in ("jpki-auth", "jpki-sign"):
-        monkeypatch.setenv(env_name(pin), template_state.pins[pin].value.decode())
+        monkeypatch.setenv(env_name(pin, JPKI), template_state.pins[pin].value.decode())
     try:
         yield served, relay, readers
     finally:
@@ -55,8 +56,8 @@ def bench(
 
 
 def _run(readers: Path, reader: str) -> Runner:
-    target = RealReaderTarget(f"^{re.escape(reader)}$", readers)
-    scenario = load_scenarios(LIB / "tearing-timed-verify.pin.yaml")[0]  # jpki-auth
+    target = RealReaderTarget(f"^{re.escape(reader)}$", readers, card=JPKI)
+    scenario = load_scenarios(LIB / "tearing-timed-verify.pin.yaml", JPKI)[0]  # jpki-auth
     runner = Runner(target, scenario, destructive_ok=True)
     try:
         runner.run()

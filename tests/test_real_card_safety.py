@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import load_card_config, parse_profile
 from harness.guard import Refused
 from harness.lab.pcscd import Pcscd
@@ -27,7 +28,7 @@ LIB = ROOT / "scenarios"
 
 
 def _scenario(name: str, pin: str = "jpki-auth"):  # type: ignore[no-untyped-def]
-    return next(s for s in load_scenarios(LIB / name) if s.params.get("pin", pin) == pin)
+    return next(s for s in load_scenarios(LIB / name, JPKI) if s.params.get("pin", pin) == pin)
 
 
 @pytest.fixture
@@ -90,10 +91,12 @@ def test_a_virtual_reader_addressed_as_a_real_one(
         # no PIN in the environment: a lab fault (error), not a device failure
         proc = _pytest([*files, *select], {})
         out = proc.stdout
-        assert f"missing PIN for jpki-auth on {slot.reader}: set {env_name('jpki-auth')}" in out
+        assert (
+            f"missing PIN for jpki-auth on {slot.reader}: set {env_name('jpki-auth', JPKI)}" in out
+        )
         assert "1 error" in out and "1 skipped" in out, out[-2000:]
         # with the PIN: the safe scenario passes, the destructive one is skipped
-        env = {env_name("jpki-auth"): "1234"}
+        env = {env_name("jpki-auth", JPKI): "1234"}
         proc = _pytest([*files, *select, "--pinloop-reports", str(tmp_path / "r")], env)
         assert "1 passed, 1 skipped" in proc.stdout, proc.stdout[-2000:]
         assert "--pinloop-destructive-reader" in proc.stdout

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import load_card_config, parse_profile
 from harness.emulator.config import CardConfig
 from harness.runner import Runner
@@ -41,7 +42,7 @@ def config() -> CardConfig:
 
 
 def _run(target: Target, name: str, *, destructive_ok: bool = True) -> Runner:
-    scenario = load_scenarios(LIB / name)[0]
+    scenario = load_scenarios(LIB / name, JPKI)[0]
     runner = Runner(target, scenario, destructive_ok=destructive_ok)
     runner.run()
     return runner

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.cards.jpki import PROFILE as JPKI
 from harness.report.allure_report import CATEGORIES
 from tests.support import run_pytest
 
@@ -337,7 +338,7 @@ def test_no_pin_with_showlocals_when_a_run_fails_unexpectedly(
         emu = EmulatorProcess(personalise(load_card_config(card)), tmp_path, daemon.slots[0].url)
         wait_for_card(daemon.slots[0].reader, 15)
         args[-2:] = ["--pinloop-target", f"reader:^{daemon.slots[0].reader}$"]
-        env |= {env_name("jpki-auth"): "7391", "PINLOOP_TEST_KILL_PID": str(emu.proc.pid)}
+        env |= {env_name("jpki-auth", JPKI): "7391", "PINLOOP_TEST_KILL_PID": str(emu.proc.pid)}
     try:
         proc = _pytest(out, *args, env=env)
     finally:

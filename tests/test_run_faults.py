@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import CardState
 from harness.lab.pcscd import Pcscd
 from harness.target import env_name
@@ -111,8 +112,8 @@ def _real_reader_run(
             "PINLOOP_TEST_FAULT": fault,
             "PINLOOP_TEST_FAULT_ON": "1234",
             "PINLOOP_TEST_KILL_PID": str(emu.proc.pid),
-            env_name("jpki-auth"): "1234",
-            env_name("jpki-sign"): "PINLOOP1",
+            env_name("jpki-auth", JPKI): "1234",
+            env_name("jpki-sign", JPKI): "PINLOOP1",
         },
         timeout=300,
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator.defects import PROFILES
 from harness.scenario import load_scenarios
 from tests.pcsc_lab import require_pcsc
@@ -45,9 +46,9 @@ def test_every_defect_profile_is_covered() -> None:
 
 
 def test_the_library_covers_every_pin_object() -> None:
-    from harness.emulator.layout import PINS
+    from harness.cards.jpki.layout import PINS
 
-    scenarios = [s for f in LIBRARY.glob("*.pin.yaml") for s in load_scenarios(f)]
+    scenarios = [s for f in LIBRARY.glob("*.pin.yaml") for s in load_scenarios(f, JPKI)]
     rules = {s.rule for s in scenarios}
     for pin in (p.id for p in PINS):
         covered = {s.rule for s in scenarios if pin in s.pins}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.apdu.model import CommandAPDU, ResponseAPDU
+from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import load_card_config, parse_profile
 from harness.errors import CardRemoved
 from harness.runner import Runner
@@ -31,7 +32,7 @@ def test_a_transport_fault_that_is_not_the_cut_is_a_lab_fault() -> None:
         return real(cmd)
 
     target.transport.transmit = flaky  # type: ignore[method-assign]
-    scenario = load_scenarios(LIB / "tearing-verify.pin.yaml")[0]
+    scenario = load_scenarios(LIB / "tearing-verify.pin.yaml", JPKI)[0]
     with pytest.raises(CardRemoved, match="lost the card"):
         Runner(target, scenario).run()
     assert len(swept) == 2

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.cards.jpki import PROFILE as JPKI
 from harness.timing import (
     ALPHA,
     CROP_PERCENTILES,
@@ -138,7 +139,7 @@ def test_a_leak_verdict_must_replicate_in_an_independent_run(
     from harness.target import InProcessTarget
 
     root = Path(__file__).resolve().parent.parent
-    scenario = load_scenarios(root / "scenarios" / "verify-timing-leak.pin.yaml")[0]
+    scenario = load_scenarios(root / "scenarios" / "verify-timing-leak.pin.yaml", JPKI)[0]
     real = timing.leak_test
 
     def scripted(*verdicts: tuple[str, float] | tuple[str, float, float]):  # type: ignore[no-untyped-def]
@@ -224,7 +225,7 @@ def test_a_latency_budget_broken_must_be_broken_again(monkeypatch: pytest.Monkey
     from harness.target import InProcessTarget
 
     root = Path(__file__).resolve().parent.parent
-    scenario = load_scenarios(root / "scenarios" / "verify-latency.pin.yaml")[0]
+    scenario = load_scenarios(root / "scenarios" / "verify-latency.pin.yaml", JPKI)[0]
     fine = {"verify_p50_ms": 0.01, "verify_p95_ms": 0.02, "verify_p99_ms": 0.03}
     stalled = dict(fine, verify_p99_ms=12.7)
 

@@ -1,4 +1,41 @@
 """What pinloop knows about a kind of card, kept out of the generic engine.
 
-Today one card: the Japanese My Number card (:mod:`harness.cards.jpki`).
+Each kind of card is a :class:`~harness.cards.profile.CardProfile`; the first one is the
+Japanese My Number card (:mod:`harness.cards.jpki`). A profile is named on the command line
+(``--pinloop-card-profile``) by its short name, or by ``module:ATTRIBUTE`` for one kept
+elsewhere (a lab's own card, or the tests').
 """
+
+from __future__ import annotations
+
+import importlib
+
+from harness.cards.profile import CardProfile
+from harness.errors import HarnessError
+
+#: short name → where the profile is (imported only when asked for)
+KNOWN = {"jpki": "harness.cards.jpki:PROFILE"}
+
+
+class UnknownCardProfile(HarnessError):
+    """No card profile of that name (a configuration fault of the run)."""
+
+
+def card_profile(name: str) -> CardProfile:
+    """The profile called ``name`` (a short name, or ``module:ATTRIBUTE``)."""
+    where = KNOWN.get(name, name)
+    module, _, attr = where.partition(":")
+    if not attr:
+        raise UnknownCardProfile(
+            f"unknown card profile {name!r}: use one of {', '.join(KNOWN)} or module:ATTRIBUTE"
+        )
+    try:
+        found = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownCardProfile(f"card profile {name!r} cannot be loaded: {exc}") from None
+    if not isinstance(found, CardProfile):
+        raise UnknownCardProfile(f"card profile {name!r}: {where} is not a CardProfile")
+    return found
+
+
+__all__ = ["KNOWN", "CardProfile", "UnknownCardProfile", "card_profile"]

@@ -1,6 +1,6 @@
 """The software-emulated My Number card.
 
-- :mod:`~harness.emulator.layout`       applications, EFs, PIN objects and their rules
+- the card it implements: :mod:`harness.cards.jpki` (the profile and its layout)
 - :mod:`~harness.emulator.card`         the card OS (:class:`EmulatedCard`) and its write points
 - :mod:`~harness.emulator.state`        NVM and the stores that persist it
 - :mod:`~harness.emulator.config`       a card's YAML config (PINs, reset codes, model, identity)

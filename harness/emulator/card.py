@@ -31,13 +31,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import ClassVar
 
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU, ResponseAPDU
-from harness.emulator.config import CardConfig
-from harness.emulator.defects import PROFILES, DefectProfile
-from harness.emulator.keys import MAX_SIGN_INPUT
-from harness.emulator.layout import (
+from harness.cards.jpki import PROFILE
+from harness.cards.jpki.layout import (
     APPLICATIONS,
     KIOSK_PARTNER,
     LAYOUT,
@@ -45,8 +44,13 @@ from harness.emulator.layout import (
     DFLayout,
     FileKind,
     FileSpec,
+    PinChange,
     PinSpec,
 )
+from harness.cards.profile import CardProfile
+from harness.emulator.config import CardConfig
+from harness.emulator.defects import PROFILES, DefectProfile
+from harness.emulator.keys import MAX_SIGN_INPUT
 from harness.emulator.models import MODELS, CardModel
 from harness.emulator.personalise import personalise
 from harness.emulator.state import MemoryStore, PinState, StateStore
@@ -93,6 +97,9 @@ def _busy_wait_ns(ns: int) -> None:
 
 class EmulatedCard:
     """One emulated card. Not thread-safe: one host talks to it at a time, like a real card."""
+
+    #: the card this emulator implements
+    card_profile: ClassVar[CardProfile] = PROFILE
 
     def __init__(
         self,
@@ -391,7 +398,7 @@ class EmulatedCard:
             return _r(SW.INCORRECT_P1P2)
         return self._change(cmd, ChangeCommand.JICSAP)
 
-    def _change(self, cmd: CommandAPDU, via: ChangeCommand) -> ResponseAPDU:
+    def _change(self, cmd: CommandAPDU, via: PinChange) -> ResponseAPDU:
         spec = self._pin_with_data(cmd)
         if isinstance(spec, ResponseAPDU):
             return spec

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.cards.jpki.layout import PINS_BY_ID, USER_PINS, VERIFICATION_CODE_TRIES
 from harness.config import LoadedYAML, load_validated
 from harness.emulator.keys import (
     CARD_NAME_MAX,
@@ -20,7 +21,6 @@ from harness.emulator.keys import (
     holder_name_room,
     subject_names,
 )
-from harness.emulator.layout import PINS_BY_ID, USER_PINS, VERIFICATION_CODE_TRIES
 from harness.emulator.models import DEFAULT_MODEL, MODELS
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default-card.yaml")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 
+from harness.cards.jpki.layout import PINS, PINS_BY_ID
 from harness.emulator.config import CardConfig
 from harness.emulator.keys import RsaKey, make_certificate, subject_names
-from harness.emulator.layout import PINS, PINS_BY_ID
 from harness.emulator.state import CardState, PinState
 
 

@@ -65,8 +65,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn, Protocol
 
+from harness.cards.jpki.layout import FILES, PINS_BY_ID, FileKind
 from harness.emulator.keys import RsaKey
-from harness.emulator.layout import FILES, PINS_BY_ID, FileKind
 from harness.emulator.models import MODELS
 from harness.errors import CardStateError
 

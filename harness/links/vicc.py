@@ -19,12 +19,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from harness.apdu.model import CommandAPDU
-from harness.emulator import EmulatedCard
 from harness.errors import CardNotPowered, CardPowerLost
 from harness.links.seriallink import LinkClosed, SerialLink
 from harness.links.vpcd import CONTROL_NAMES, CTRL_ATR, CTRL_OFF, CTRL_ON, CTRL_RESET
+
+if TYPE_CHECKING:
+    from harness.emulator import EmulatedCard
 
 #: pinloop's identification APDU (CLA 80, INS EE, P1 P2 = "PL"): answered by the server only
 IDENTIFY = CommandAPDU(0x80, 0xEE, 0x50, 0x4C, le=16)

@@ -22,7 +22,7 @@ import allure_commons
 import pytest
 
 from harness import __version__
-from harness.emulator.layout import APPS_BY_ID, PINS_BY_ID
+from harness.cards.profile import CardProfile
 from harness.scenario import Scenario
 from harness.scenario import model as M
 from harness.timing import ApduTime
@@ -46,18 +46,24 @@ _SNIPPET_LINE = re.compile(r"^>\s*\d+  (.*)$")  # the marked line of a ConfigErr
 _LITERAL = re.compile(r"(literal:\s*)(\"[^\"]*\"|'[^']*'|[^,}\s]+)")
 
 
-def scenario_apps(scenario: Scenario) -> set[str]:
-    apps = {PINS_BY_ID[p].app for p in scenario.pins}
+def scenario_apps(scenario: Scenario, card: CardProfile) -> set[str]:
+    apps = {card.pins_by_id[p].app for p in scenario.pins}
     apps |= {s.app for s in scenario.steps if isinstance(s, M.Select) and s.app}
     return apps
 
 
-def collection_markers(scenario: Scenario) -> list[pytest.MarkDecorator]:
-    apps = scenario_apps(scenario)
-    epic = APPS_BY_ID[next(iter(apps))].label if len(apps) == 1 else "several applications"
+def collection_markers(scenario: Scenario, card: CardProfile) -> list[pytest.MarkDecorator]:
+    """Allure's labels of a scenario loaded for ``card``: the application (epic) and the PIN
+    (feature) as the card profile names them."""
+    apps = scenario_apps(scenario, card)
+    epic = (
+        card.apps_by_id[next(iter(apps))].label
+        if len(apps) == 1
+        else card.labels.several_applications
+    )
     pins = sorted(scenario.pins)
     feature = (
-        f"{pins[0]} ({PINS_BY_ID[pins[0]].label})"
+        f"{pins[0]} ({card.pins_by_id[pins[0]].label})"
         if len(pins) == 1
         else "several PINs"
         if pins

@@ -8,22 +8,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.cards.profile import CardProfile
 from harness.config import LoadedYAML, load_yaml, validate, validate_at
 from harness.config.yamlfile import location_of
-from harness.emulator.layout import PINS, PINS_BY_ID, ChangeCommand
 from harness.scenario import model as M
-from harness.scenario.schema import PIN_SETS, SCHEMA, STEPS, step_schema
+from harness.scenario.schema import ACTIONS, schema, step_schema
 
 
-def load_scenarios(path: str | Path) -> list[M.Scenario]:
-    """Every scenario a file defines (one per ``for_each`` value)."""
+def load_scenarios(path: str | Path, card: CardProfile) -> list[M.Scenario]:
+    """Every scenario a file defines (one per ``for_each`` value), for the card ``card``: the
+    PINs, PIN sets, applications and keys it may name are that card's."""
     doc = load_yaml(path)
+    top = schema(card)
     if not isinstance(doc.data, Mapping):
-        validate(doc, SCHEMA)  # reports "is not of type 'object'" at line 1
-    validate(doc, SCHEMA)
+        validate(doc, top)  # reports "is not of type 'object'" at line 1
+    validate(doc, top)
     for i, step in enumerate(doc.data["steps"]):
-        actions = [k for k in step if k in STEPS]
-        unknown = [k for k in step if k not in STEPS and k not in ("id", "note", "expect")]
+        actions = [k for k in step if k in ACTIONS]
+        unknown = [k for k in step if k not in ACTIONS and k not in ("id", "note", "expect")]
         if len(actions) != 1 or unknown:
             what = (
                 f"unknown key {unknown[0]!r}"
@@ -35,17 +37,17 @@ def load_scenarios(path: str | Path) -> list[M.Scenario]:
             raise doc.error(
                 f"steps.{i}: {what}",
                 ["steps", i, *unknown[:1]],
-                expected="exactly one action: " + ", ".join(STEPS),
+                expected="exactly one action: " + ", ".join(ACTIONS),
             )
-        validate_at(doc, ["steps", i], step_schema(actions[0]))
+        validate_at(doc, ["steps", i], step_schema(card, actions[0]))
     data = doc.data
     pins = data.get("for_each", {}).get("pin")
     if pins is None:
         params_list: list[dict[str, str]] = [{}]
     else:
-        ids = PIN_SETS[pins] if isinstance(pins, str) else list(pins)
+        ids = card.pin_sets[pins] if isinstance(pins, str) else list(pins)
         params_list = [{"pin": p} for p in ids]
-    return [_build(doc, params) for params in params_list]
+    return [_build(doc, params, card) for params in params_list]
 
 
 _FIELDS = string.Formatter()
@@ -96,6 +98,7 @@ def _repeat(raw: Any, max_tries: int) -> int:
 
 
 def _pin_of(
+    card: CardProfile,
     doc: LoadedYAML,
     body: Any,
     params: Mapping[str, str],
@@ -106,9 +109,11 @@ def _pin_of(
     """The PIN a step names (``pin:``, placeholders filled in) or else the selected one."""
     if isinstance(body, Mapping) and "pin" in body:
         pin = _sub(doc, str(body["pin"]), params, [*path, "pin"])
-        if pin not in PINS_BY_ID:
+        if pin not in card.pins_by_id:
             raise doc.error(
-                f"unknown PIN {pin!r}", [*path, "pin"], expected="one of " + ", ".join(PINS_BY_ID)
+                f"unknown PIN {pin!r}",
+                [*path, "pin"],
+                expected="one of " + ", ".join(card.pin_ids),
             )
         return pin
     if current is None:
@@ -120,14 +125,14 @@ def _pin_of(
     return current
 
 
-def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
+def _build(doc: LoadedYAML, params: dict[str, str], card: CardProfile) -> M.Scenario:
     data = doc.data
     tags = frozenset(data.get("tags", []))
     steps: list[M.Step] = []
     current: str | None = None  # the PIN the last select made current
     uses_literal = uses_reinit = False
     for i, raw in enumerate(data["steps"]):
-        action = next(k for k in raw if k in STEPS)
+        action = next(k for k in raw if k in ACTIONS)
         body = raw[action]
         path: list[str | int] = ["steps", i, action]
         loc = location_of(doc.data, ["steps", i], doc.path)
@@ -140,7 +145,7 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
 
         step: M.Step
         if action == "select":
-            pin = _pin_of(doc, body, params, path, current, action) if "pin" in body else None
+            pin = _pin_of(card, doc, body, params, path, current, action) if "pin" in body else None
             if pin is None and "ef" in body and "app" not in body:
                 raise doc.error("select: ef needs app", path, expected="{app: ID, ef: FID}")
             step = M.Select(
@@ -153,13 +158,11 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
             current = (
                 pin
                 if pin is not None
-                else (
-                    PINS_BY_ID_BY_APP_EF.get((body.get("app"), step.ef)) if "ef" in body else None
-                )
+                else (card.pin_at.get((body["app"], step.ef)) if step.ef is not None else None)
             )
         elif action in ("verify", "status"):
-            pin = _pin_of(doc, body, params, path, current, action)
-            spec = PINS_BY_ID[pin]
+            pin = _pin_of(card, doc, body, params, path, current, action)
+            spec = card.pins_by_id[pin]
             repeat = _repeat(body.get("repeat"), spec.default_max_tries)
             if repeat < 1:
                 raise doc.error(f"repeat resolves to {repeat} for {pin}", [*path, "repeat"])
@@ -168,11 +171,13 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
                 vals = tuple(_value(v) for v in values)
                 for v in vals:
                     uses_literal |= isinstance(v, M.Literal)
-                    if v == "lower" and spec.format.name != "A-Z 0-9":
+                    if v == "lower" and not spec.format.letters:
+                        with_letters = [p.id for p in card.pins if p.format.letters]
                         raise doc.error(
                             f"value lower needs a PIN with letters, not {pin}",
                             [*path, "value"],
-                            expected="pin: jpki-sign",
+                            expected=" or ".join(f"pin: {p}" for p in with_letters)
+                            or f"a PIN with letters (the {card.name} card has none)",
                         )
                 if common["expect"] and common["expect"].identical and len(vals) < 2:
                     raise doc.error("expect.identical needs a list of values", [*path, "value"])
@@ -182,8 +187,8 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
             else:
                 step = M.Status(**common, pin=pin, sfi=bool(body.get("sfi")), repeat=repeat)
         elif action == "change":
-            pin = _pin_of(doc, body, params, path, current, action)
-            if PINS_BY_ID[pin].change is ChangeCommand.NONE:
+            pin = _pin_of(card, doc, body, params, path, current, action)
+            if card.pins_by_id[pin].change is None:
                 raise doc.error(
                     f"change: {pin} cannot be changed (a card-face number)",
                     path,
@@ -193,7 +198,7 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
             uses_literal |= isinstance(new, M.Literal)
             step = M.Change(**common, pin=pin, new=new)
         elif action == "reinit":
-            pin = _pin_of(doc, body, params, path, current, action)
+            pin = _pin_of(card, doc, body, params, path, current, action)
             uses_reinit = True
             new = _value(body.get("new", "fresh"))
             uses_literal |= isinstance(new, M.Literal)
@@ -218,11 +223,13 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
             except ValueError as exc:
                 raise doc.error(f"apdu: {exc}", [*path, "hex"]) from None
         elif action == "others_unchanged":
-            step = M.OthersUnchanged(**common, pin=_pin_of(doc, {}, params, path, current, action))
+            step = M.OthersUnchanged(
+                **common, pin=_pin_of(card, doc, {}, params, path, current, action)
+            )
         elif action == "latency":
             step = M.Latency(
                 **common,
-                pin=_pin_of(doc, {}, params, path, current, action),
+                pin=_pin_of(card, doc, {}, params, path, current, action),
                 samples=int(body["samples"]),
                 of=body.get("of", "status"),
             )
@@ -236,7 +243,7 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
             _need_tag(doc, tags, "destructive", "tear with delays_us sends wrong PINs", path)
             step = M.Tear(
                 **common,
-                pin=_pin_of(doc, {}, params, path, current, action),
+                pin=_pin_of(card, doc, {}, params, path, current, action),
                 delays_us=tuple(float(d) for d in body["delays_us"]),
             )
         elif action == "tear":
@@ -248,9 +255,9 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
                 path,
                 expected="tags: [emulator-only, destructive]",
             )
-            pin = _pin_of(doc, {}, params, path, current, action)
+            pin = _pin_of(card, doc, {}, params, path, current, action)
             command = str((body or {}).get("command", "verify"))
-            if command == "change" and PINS_BY_ID[pin].change is ChangeCommand.NONE:
+            if command == "change" and card.pins_by_id[pin].change is None:
                 raise doc.error(
                     f"tear: {pin} cannot be changed (a card-face number)",
                     [*path, "command"],
@@ -264,7 +271,7 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
                 _need_tag(doc, tags, "destructive", why, path)
             step = M.Leak(
                 **common,
-                pin=_pin_of(doc, {}, params, path, current, action),
+                pin=_pin_of(card, doc, {}, params, path, current, action),
                 samples=int(body["samples"]),
                 classes=str(body.get("classes", "first-vs-last")),
             )
@@ -305,6 +312,7 @@ def _build(doc: LoadedYAML, params: dict[str, str]) -> M.Scenario:
         description=str(data.get("description", "")),
         severity=str(data.get("severity", "normal")),
         tags=tags,
+        card=card.name,
     )
 
 
@@ -320,8 +328,3 @@ def _need_tag(
     """A step that needs the scenario to declare ``tag`` (what it may do to a card)."""
     if tag not in tags:
         raise doc.error(f"{why}: add tag {tag}", path, expected=expected or f"tags: [{tag}]")
-
-
-PINS_BY_ID_BY_APP_EF: dict[tuple[str | None, int | None], str] = {
-    (p.app, p.fid): p.id for p in PINS
-}

@@ -146,6 +146,8 @@ class Scenario:
     description: str = ""
     severity: str = "normal"
     tags: frozenset[str] = frozenset()
+    #: the card profile it was loaded for (its PINs are that card's)
+    card: str = ""
 
     @property
     def id(self) -> str:

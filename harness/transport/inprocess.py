@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from harness.apdu.model import CommandAPDU, ResponseAPDU
-from harness.emulator import EmulatedCard
 from harness.transport.base import exchange
+
+if TYPE_CHECKING:
+    from harness.emulator import EmulatedCard
 
 
 class InProcessTransport:

@@ -19,8 +19,9 @@ from typing import Protocol
 from harness.apdu import commands as C
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU, ResponseAPDU
+from harness.cards.jpki import PROFILE as JPKI
+from harness.cards.jpki.layout import APPLICATIONS, APPS_BY_ID, PINS
 from harness.emulator import EmulatedCard, MemoryStore, load_card_config, parse_profile, personalise
-from harness.emulator.layout import APPLICATIONS, APPS_BY_ID, PINS
 from harness.errors import APDUFormatError, CardRemoved, ConfigError
 from harness.links.vpcd import Decoder, FramingError
 from harness.scenario import load_scenarios
@@ -304,7 +305,7 @@ def scenario_text(fdp: Provider) -> int:
     path = _SCRATCH[0] / "fuzzed.pin.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogateescape")
     try:
-        load_scenarios(path)
+        load_scenarios(path, JPKI)
     except ConfigError as exc:
         rendered = exc.render()
         loc = exc.location

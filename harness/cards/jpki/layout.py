@@ -1,4 +1,4 @@
-"""The file system of the emulated My Number card: applications, EFs and PIN objects.
+"""The file system of the My Number card: applications, EFs and PIN objects.
 
 Facts come from public clients and real-card traces (OpenSC's jpki driver, the myna tools,
 municipal and J-LIS FAQs); where sources disagree the decision is noted beside the fact. What is
@@ -26,96 +26,37 @@ PIN id                app         EF      format                      tries  cha
 
 from __future__ import annotations
 
-import enum
-import string
-from dataclasses import dataclass
+from harness.cards.profile import (
+    UPPER_ALNUM,
+    Application,
+    DFLayout,
+    FileKind,
+    FileSpec,
+    PinChange,
+    PinFormat,
+    PinSpec,
+    digits,
+)
 
 
-class ChangeCommand(enum.Enum):
-    ISO = "00 24 01 80"  # CHANGE REFERENCE DATA, JPKI and 券面事項入力補助
-    JICSAP = "80 32 00 80"  # JICSAP CHANGE KEY, 住基 and 共通
-    NONE = "not changeable"  # card-face numbers (照合番号A/B, birth date)
+class ChangeCommand:
+    """How each PIN object of the card is changed (``None``: it is not)."""
+
+    #: CHANGE REFERENCE DATA, JPKI and 券面事項入力補助
+    ISO = PinChange("CHANGE REFERENCE DATA", 0x00, 0x24, 0x01)
+    #: JICSAP CHANGE KEY, 住基 and 共通
+    JICSAP = PinChange("JICSAP CHANGE KEY", 0x80, 0x32, 0x00)
+    #: card-face numbers (照合番号A/B, birth date)
+    NONE = None
 
 
-@dataclass(frozen=True, slots=True)
-class PinFormat:
-    """Lengths and characters a PIN object accepts."""
+_digits = digits
+FOUR_DIGITS = digits(4)
+SIGN_PASSWORD = PinFormat("A-Z 0-9", 6, 16, UPPER_ALNUM)
 
-    name: str
-    min_len: int
-    max_len: int
-    charset: frozenset[int]
-
-    def length_ok(self, value: bytes) -> bool:
-        return self.min_len <= len(value) <= self.max_len
-
-    def charset_ok(self, value: bytes) -> bool:
-        return all(b in self.charset for b in value)
-
-    def accepts(self, value: bytes) -> bool:
-        return self.length_ok(value) and self.charset_ok(value)
-
-    def describe(self) -> str:
-        n = str(self.min_len) if self.min_len == self.max_len else f"{self.min_len}-{self.max_len}"
-        return f"{n} characters of {self.name}"
-
-
-_DIGITS = frozenset(string.digits.encode())
-_UPPER_ALNUM = frozenset((string.ascii_uppercase + string.digits).encode())
-
-
-def _digits(n: int) -> PinFormat:
-    return PinFormat("0-9", n, n, _DIGITS)
-
-
-FOUR_DIGITS = _digits(4)
-SIGN_PASSWORD = PinFormat("A-Z 0-9", 6, 16, _UPPER_ALNUM)
-
-
-@dataclass(frozen=True, slots=True)
-class Application:
-    id: str
-    aid: bytes
-    label: str
-
-
-@dataclass(frozen=True, slots=True)
-class PinSpec:
-    """A PIN object (an IEF holding reference data) and its rules."""
-
-    id: str
-    app: str
-    fid: int
-    format: PinFormat
-    default_max_tries: int
-    change: ChangeCommand
-    #: whether the municipal-window route may re-initialise the value (not only unblock it)
-    settable: bool
-    label: str
-
-    @property
-    def sfi(self) -> int:
-        return self.fid  # every EF on this card is in 0001-001E, so FID == SFI
-
-
-class FileKind(enum.Enum):
-    TRANSPARENT = "transparent"
-    RECORD = "record"
-    KEY = "key"  # a private key; used by COMPUTE DIGITAL SIGNATURE, never readable
-    INTERNAL = "internal"  # other internal objects (key references), never readable
-
-
-@dataclass(frozen=True, slots=True)
-class FileSpec:
-    """An EF other than a PIN. ``access`` lists PIN ids of which any one opens it."""
-
-    app: str
-    fid: int
-    kind: FileKind
-    content: str  # key into the card state's contents / keys
-    access: tuple[str, ...] = ()
-    label: str = ""
-
+#: where the figures of the established maxima come from
+_JPKI_TRIES = "OpenSC's jpki driver, a real-card trace, J-LIS and municipal FAQs"
+_FOUR_DIGIT_TRIES = "municipal tables"
 
 APPLICATIONS: tuple[Application, ...] = (
     Application("jpki", bytes.fromhex("D392F000260100000001"), "公的個人認証AP (JPKI)"),
@@ -140,6 +81,7 @@ PINS: tuple[PinSpec, ...] = (
         ChangeCommand.ISO,
         True,
         "利用者証明用電子証明書 PIN",
+        _JPKI_TRIES,
     ),
     PinSpec(
         "jpki-sign",
@@ -150,6 +92,7 @@ PINS: tuple[PinSpec, ...] = (
         ChangeCommand.ISO,
         True,
         "署名用電子証明書 パスワード",
+        _JPKI_TRIES,
     ),
     PinSpec(
         "kenhojo-pin",
@@ -160,6 +103,7 @@ PINS: tuple[PinSpec, ...] = (
         ChangeCommand.ISO,
         True,
         "券面事項入力補助用 暗証番号",
+        _FOUR_DIGIT_TRIES,
     ),
     PinSpec(
         "kenhojo-a",
@@ -220,6 +164,7 @@ PINS: tuple[PinSpec, ...] = (
         ChangeCommand.JICSAP,
         True,
         "住民基本台帳用 暗証番号 (住基AP)",
+        _FOUR_DIGIT_TRIES,
     ),
     PinSpec(
         "common-pin",
@@ -230,6 +175,7 @@ PINS: tuple[PinSpec, ...] = (
         ChangeCommand.JICSAP,
         True,
         "住民基本台帳用 暗証番号 (共通AP)",
+        _FOUR_DIGIT_TRIES,
     ),
 )
 PINS_BY_ID = {p.id: p for p in PINS}
@@ -308,15 +254,6 @@ FILES: tuple[FileSpec, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class DFLayout:
-    """Everything addressable inside one application, by FID."""
-
-    app: Application
-    pins: dict[int, PinSpec]
-    files: dict[int, FileSpec]
-
-
 LAYOUT: dict[str, DFLayout] = {
     a.id: DFLayout(
         a,
@@ -325,3 +262,25 @@ LAYOUT: dict[str, DFLayout] = {
     )
     for a in APPLICATIONS
 }
+
+__all__ = [
+    "APPLICATIONS",
+    "APPS_BY_ID",
+    "FILES",
+    "FOUR_DIGITS",
+    "KIOSK_PARTNER",
+    "LAYOUT",
+    "PINS",
+    "PINS_BY_ID",
+    "SIGN_PASSWORD",
+    "USER_PINS",
+    "VERIFICATION_CODE_TRIES",
+    "Application",
+    "ChangeCommand",
+    "DFLayout",
+    "FileKind",
+    "FileSpec",
+    "PinChange",
+    "PinFormat",
+    "PinSpec",
+]
