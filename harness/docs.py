@@ -278,7 +278,8 @@ def render(text: str, root: Path = ROOT, doc_dir: Path | None = None) -> str:
         name = m.group("name")
         if name not in TABLES:
             raise SystemExit(f"unknown generated block {name!r}; known: {', '.join(TABLES)}")
-        return BEGIN.format(name=name) + "\n" + TABLES[name](root, doc_dir or root / "docs") + END.format(name=name)
+        table = TABLES[name](root, doc_dir or root / "docs")
+        return BEGIN.format(name=name) + "\n" + table + END.format(name=name)
 
     return _BLOCK.sub(block, text)
 
