@@ -7,7 +7,7 @@ measurement and one verdict, without the runner's replication rule (a leak must 
 an independent repeat), so the rates are those of a single test; with the rule a false
 positive needs two in a row. While it runs, ``--load`` processes keep the cores busy.
 
-    .venv/bin/python bench/bench_leak.py [--via pcscd|inprocess] [--sound 200] [--leaky 50]
+    .tox/check/bin/python bench/bench_leak.py [--via pcscd|inprocess] [--sound 200] [--leaky 50]
                                          [--samples 300] [--load 2]
 
 Through pcscd it needs root (it starts its own pcscd).

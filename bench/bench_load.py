@@ -9,7 +9,7 @@ parsed document), with the ratio of the time per step to the smallest file's. A 
 lines: 10,000 steps 6 s, 20,000 steps 22 s).
 Times are CPU seconds of this process (the machine may be shared), wall seconds beside.
 
-    .venv/bin/python bench/bench_load.py [--steps 10000,50000,100000]
+    .tox/check/bin/python bench/bench_load.py [--steps 10000,50000,100000]
 """
 
 from __future__ import annotations

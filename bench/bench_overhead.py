@@ -20,7 +20,7 @@ that the other layers' turns between its blocks are not counted as its path.
 the checks use are the wire times, so this overhead is outside them; it matters for throughput
 and for how close two commands can follow each other.
 
-    .venv/bin/python bench/bench_overhead.py [--apdus 3000] [--no-pcscd]
+    .tox/check/bin/python bench/bench_overhead.py [--apdus 3000] [--no-pcscd]
 
 The pcscd part needs root (it starts its own pcscd; the emulator runs in its own process).
 """

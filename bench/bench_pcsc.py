@@ -8,7 +8,7 @@
 Needs root (it starts its own pcscd) and the Debian packages ``./run test`` installs. The
 emulators run as separate ``pinloop emulate`` processes, as they would in a lab.
 
-    .venv/bin/python bench/bench_pcsc.py [--apdus 3000]
+    .tox/check/bin/python bench/bench_pcsc.py [--apdus 3000]
 """
 
 from __future__ import annotations

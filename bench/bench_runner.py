@@ -24,7 +24,7 @@
 
 Needs root (it starts its own pcscd).
 
-    .venv/bin/python bench/bench_runner.py [--rounds 9] [--setup process|thread|both]
+    .tox/check/bin/python bench/bench_runner.py [--rounds 9] [--setup process|thread|both]
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ same number of items (read from its JUnit XML); a run that does not is reported 
 a failure of the bench. Needs root (pcscd); wait for any other pcscd to go first (a machine
 shared with other runs: ``flock /tmp/pinloop-pcscd.lock …``).
 
-    .venv/bin/python bench/bench_suite.py [--runs 3] [--workers 4] [--old-root DIR]
+    .tox/check/bin/python bench/bench_suite.py [--runs 3] [--workers 4] [--old-root DIR]
 """
 
 from __future__ import annotations

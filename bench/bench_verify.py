@@ -4,7 +4,7 @@ Runs every configuration side by side in one process and prints APDUs per second
 ratio to the goal. Each VERIFY goes through ``EmulatedCard.transmit`` (bytes in, parse, card
 OS, NVM writes, bytes out), as the links will call it.
 
-    .venv/bin/python bench/bench_verify.py [--seconds 1.0]
+    .tox/check/bin/python bench/bench_verify.py [--seconds 1.0]
 """
 
 from __future__ import annotations

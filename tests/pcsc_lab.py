@@ -38,8 +38,12 @@ def require_pcsc() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
+    """A pcscd of the test's own (~0.2 s to start). Not one per module: a test that starts
+    its own pcscd (a run with ``--pinloop-target pcscd``) would find it still running when
+    a test of the same module that used it ran before (in any order: random, or a worker's
+    share of a parallel run)."""
     require_pcsc()
     daemon = Pcscd(tmp_path_factory.mktemp("pcscd") / "pcscd.log", slots=2)
     try:

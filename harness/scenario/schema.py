@@ -250,7 +250,7 @@ def _steps(
                 "classes": {"enum": ["first-vs-last", "right-vs-wrong", "blocked"]},
                 "samples": {"type": "integer", "minimum": 20, "maximum": 20000},
             },
-            "description": "a statistical timing leak test of two input classes (|t| > 4.5)",
+            "description": "a statistical timing leak test of two input classes (permutation test)",
         },
     }
 
