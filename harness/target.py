@@ -112,6 +112,12 @@ class Target:
         (the emulator can; a real card cannot)."""
         return None
 
+    def path_threads(self) -> list[str]:
+        """``schedstat`` files of the threads besides the measuring one that an answer waits
+        on (the PC/SC daemon's, an emulator's): the time they wait for a CPU is the host's,
+        and latency figures leave it out (:class:`~harness.timing.CpuWait`)."""
+        return []
+
     def begin(
         self,
         pins: frozenset[str] = frozenset(),
@@ -302,6 +308,12 @@ class PcscdTarget(_Emulated):
         server answers itself."""
         return self.server.apdus
 
+    def path_threads(self) -> list[str]:
+        """pcscd's threads and the thread of this process that serves the emulated card."""
+        from harness.transport.pcsc import daemon_threads
+
+        return [*daemon_threads(), f"/proc/self/task/{self.thread.native_id}/schedstat"]
+
     def power_switch(self) -> PowerSwitch:
         """A simulated relay on a pty, channel 1 wired to the emulated card's supply: the
         same protocol, pyserial path and deadlines as a relay in a real lab."""
@@ -429,6 +441,12 @@ class RealReaderTarget(GuardedCard, Target):
             self.transport = guard
         else:
             self.transport = self._guard(PcscTransport(self.name))
+
+    def path_threads(self) -> list[str]:
+        """The local pcscd's threads (the reader's own time is not a thread's)."""
+        from harness.transport.pcsc import daemon_threads
+
+        return daemon_threads()
 
     def recover(self) -> None:
         """After a cut the card may have left the reader: wait for it, then connect anew."""

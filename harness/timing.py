@@ -107,40 +107,82 @@ def timed_transmit(
 
 
 class CpuWait:
-    """How long the calling thread has waited for a CPU, in ns (Linux: the run delay of
-    ``/proc/thread-self/schedstat``, the time it was runnable and not running).
+    """How long the threads an APDU's answer waits on have waited for a CPU, in ns (Linux: the
+    run delay in ``schedstat``, the time a thread was runnable and not running).
 
     A loaded host keeps a thread off the CPU for whole time slices (4-16 ms with a few busy
     processes per core): a sample that spans one is that long, whatever the reader did. A
-    latency figure is taken less that wait, so host load is not reported as a slow reader.
-    Opened in the thread that measures (the file names the thread that opened it)."""
+    latency figure is taken less those waits, so host load is not reported as a slow reader.
+    The threads: the measuring one (opened here, in the thread that measures: the file names
+    the thread that opened it) and ``others`` (schedstat paths of e.g. the PC/SC daemon's
+    threads and an emulator's, from the target), of which :meth:`keep_on_path` keeps those
+    that carry each answer. Waits of threads that waited at the same time are added, so the
+    sum can exceed what the path lost: a sample is taken down to zero at most."""
 
-    def __init__(self) -> None:
+    def __init__(self, others: Sequence[str] = ()) -> None:
+        self._fds: list[int] = []
+        self.available = self._open("/proc/thread-self/schedstat")
+        self.others = sum(self._open(path) for path in others) if self.available else 0
+
+    def _open(self, path: str) -> bool:
         try:
-            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
-            self.now()
-        except (OSError, ValueError, IndexError):
-            self.close()
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        if _schedstat(fd)[0] < 0:
+            os.close(fd)
+            return False
+        self._fds.append(fd)
+        return True
 
-    @property
-    def available(self) -> bool:
-        return self._fd is not None
+    def mark(self) -> list[int]:
+        return [_schedstat(fd)[0] for fd in self._fds]
 
-    def now(self) -> int:
-        if self._fd is None:
-            return 0
-        return int(os.pread(self._fd, 128, 0).split()[1])
+    def runs(self) -> list[int]:
+        """How often each thread has been put on a CPU so far."""
+        return [_schedstat(fd)[1] for fd in self._fds]
+
+    def keep_on_path(self, before: list[int], apdus: int) -> None:
+        """Keep the measuring thread and the others that were put on a CPU at least once per
+        APDU since ``before`` (``apdus`` were sent): the threads that carry an answer. A
+        daemon's other threads (pcscd polls each reader every 400 ms) are not on the path,
+        and their waits are not the answer's."""
+        now = self.runs()
+        keep = [
+            fd
+            for i, (fd, a, b) in enumerate(zip(self._fds, before, now, strict=True))
+            if (i == 0 and self.available) or (a >= 0 and b - a >= apdus)
+        ]
+        for fd in self._fds:
+            if fd not in keep:
+                os.close(fd)
+        self._fds = keep
+        self.others = len(keep) - (1 if self.available else 0)
+
+    def since(self, mark: list[int]) -> int:
+        """ns the threads waited for a CPU since ``mark`` (a thread gone since counts 0)."""
+        now = self.mark()
+        return sum(b - a for a, b in zip(mark, now, strict=True) if a >= 0 and b >= a)
 
     def close(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)  # type: ignore[arg-type]
-        self._fd = None
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
 
     def __enter__(self) -> CpuWait:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _schedstat(fd: int) -> tuple[int, int]:
+    """(ns waited for a CPU, times put on a CPU); (-1, -1) when it cannot be read."""
+    try:
+        fields = os.pread(fd, 128, 0).split()
+        return int(fields[1]), int(fields[2])
+    except (OSError, ValueError, IndexError):
+        return -1, -1
 
 
 THRESHOLD = 4.5  # TVLA critical |t| of one test (for sample-size estimates)

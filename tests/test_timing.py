@@ -249,9 +249,9 @@ def test_a_latency_budget_broken_must_be_broken_again(monkeypatch: pytest.Monkey
         run(fine, stalled, stalled)
 
 
-def _on_one_busy_cpu(allure: Path, *args: str) -> tuple[int, str]:
-    """The latency scenario in-process, its process on one CPU that four busy processes
-    share: every few ms the scheduler keeps it off the CPU for whole time slices."""
+def _on_one_busy_cpu(allure: Path, *args: str, target: str = "inprocess") -> tuple[int, str]:
+    """The latency scenario, its process (and a pcscd it starts) on one CPU that four busy
+    processes share: every few ms the scheduler keeps it off the CPU for whole time slices."""
     import os
 
     cpu = min(os.sched_getaffinity(0))
@@ -276,7 +276,7 @@ def _on_one_busy_cpu(allure: Path, *args: str) -> tuple[int, str]:
                 "-q",
                 "-rA",
                 "--pinloop-target",
-                "inprocess",
+                target,
                 "--alluredir",
                 str(allure),
                 "-k",
@@ -316,3 +316,21 @@ def test_a_busy_host_is_not_a_slow_reader(tmp_path: Path) -> None:
     assert len(waits) >= 2 and max(waits) > 5, waits  # the host did keep it waiting
     code, out = _on_one_busy_cpu(tmp_path / "b", "--pinloop-defect", "fixed-delay:fixed_delay_ms=2")
     assert code == 1 and "VERIFY latency verify_p50_ms" in out, out[-3000:]
+
+
+@pytest.mark.skipif(
+    not Path("/proc/thread-self/schedstat").exists(), reason="needs Linux's schedstat"
+)
+def test_through_pcscd_the_waits_of_the_daemon_and_the_emulator_are_left_out(
+    tmp_path: Path,
+) -> None:
+    """Through pcscd an answer also waits on pcscd's thread for this client and the thread
+    serving the emulated card: their waits are left out too, and pcscd's other threads (its
+    400 ms pollers) are not counted."""
+    require_pcsc()
+    code, out = _on_one_busy_cpu(tmp_path, target="pcscd")
+    assert code == 0, out[-3000:]
+    traces = "".join(p.read_text() for p in tmp_path.glob("*-attachment.txt"))
+    path = re.findall(r"this thread and (\d+) on the path waited ([\d.]+) ms for a CPU", traces)
+    assert len(path) >= 2 and {n for n, _ in path} == {"2"}, path  # pcscd's and the emulator's
+    assert max(float(w) for _, w in path) > 5, path

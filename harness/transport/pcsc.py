@@ -90,6 +90,21 @@ def check(rv: int, what: str, reader: str) -> None:
     raise kind(f"{reader}: {what}: {S.SCardGetErrorMessage(rv)} (0x{code:08X})")
 
 
+def daemon_threads() -> list[str]:
+    """``schedstat`` files of the local pcscd's threads (found by its pid file), whose waits
+    for a CPU latency figures leave out; none for a daemon reached elsewhere
+    (``$PCSCLITE_CSOCK_NAME``) or off Linux."""
+    if os.environ.get("PCSCLITE_CSOCK_NAME"):
+        return []
+    try:
+        with open("/run/pcscd/pcscd.pid", "rb") as f:
+            pid = int(f.read(32).strip(b"\0\n "))
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except (OSError, ValueError):
+        return []
+    return [f"/proc/{pid}/task/{t}/schedstat" for t in sorted(tasks)]
+
+
 # -- finding a context's socket ------------------------------------------------------------
 
 #: pcsc-lite's default socket. ``$PCSCLITE_CSOCK_NAME`` overrides it for the client library
