@@ -88,12 +88,25 @@ def pytest_xdist_setupnodes(config: pytest.Config, specs: Sequence[Any]) -> None
 def _free_ports(taken: set[int]) -> int:
     """The first port of 16 free TCP ports, in a block chosen at random: two runs on one host
     (two checkouts, two labs) must not give their workers the same ports."""
-    blocks = list(range(DEFAULT_PORT + 100, 65519 - 16, 100))
+    # below the kernel's ephemeral ports: a client socket (an emulator's, a test's) may be
+    # given any of those, and a vpcd that then cannot listen on it leaves its reader out
+    # of pcscd ("Unknown reader")
+    blocks = list(range(10000, _ephemeral_start() - 16, 100)) or list(
+        range(DEFAULT_PORT + 100, 65519 - 16, 100)
+    )
     random.SystemRandom().shuffle(blocks)
     for base in blocks:
         if base not in taken and all(_bindable(base + k) for k in range(16)):
             return base
     raise pytest.UsageError("no block of 16 free TCP ports for the PC/SC test workers")
+
+
+def _ephemeral_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def _bindable(port: int) -> bool:
