@@ -155,15 +155,17 @@ def _servers(
 
     profile = parse_profile(defect or "faithful")
     servers: list[EmulatorServer] = []
+    stores: list[FileStore] = []
     try:
         for spec, default_url in zip(specs, urls, strict=True):
             state, _, url = spec.partition("@")
             _regular_state(state)
-            card = EmulatedCard(FileStore.open(state), model=model, defects=profile)
+            stores.append(FileStore.open(state))
+            card = EmulatedCard(stores[-1], model=model, defects=profile)
             servers.append(EmulatorServer(card, url or default_url, quickack=quickack))
     except HarnessError:
-        for s in servers:
-            s.card.store.close()
+        for store in stores:
+            store.close()
         raise
     return servers
 

@@ -389,12 +389,15 @@ class TargetPool:
                 if station is not None and station.get("slot"):
                     from harness.stations import slot_target
 
-                    self.targets[spec] = slot_target(station, self.card_config(), defect, self.card)
+                    config = None if self.card.emulator else self.card_config()
+                    self.targets[spec] = slot_target(station, config, defect, self.card)
                 else:
                     readers = self.config.getoption("--pinloop-readers")
                     self.targets[spec] = make_target(
                         spec,
-                        None if spec.startswith("reader:") else self.card_config(),
+                        None
+                        if spec.startswith("reader:") or self.card.emulator
+                        else self.card_config(),
                         defect,
                         Path(readers) if readers else None,
                         card=self.card,
@@ -532,7 +535,7 @@ class ScenarioItem(pytest.Item):
         runtime_metadata(
             self.scenario,
             self.target.report_name,
-            f"{card.store.state.name} ({card.model.name})" if card else "real card",
+            card.description if card else "real card",
         )
         runner.step_context = step_context(lambda: runner.trace)
         try:

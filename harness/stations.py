@@ -468,21 +468,26 @@ class QuietTiming:
 
 
 def slot_target(
-    station: dict[str, Any], card: CardConfig, defect: str | None, profile: CardProfile | None
+    station: dict[str, Any],
+    card: CardConfig | None,
+    defect: str | None,
+    profile: CardProfile | None,
 ) -> Target:
     """A worker's emulated card in its slot of the controller's pcscd (it must hold the card
     ``profile`` of the run, when given)."""
-    from harness.emulator import parse_profile
+    from harness.cards.emulated import emulation_for
     from harness.lab.pcscd import VirtualSlot
 
     index, port, reader = station["slot"]
     workdir = Path(tempfile.mkdtemp(prefix="pinloop-station-"))
-    target = PcscdTarget(
-        card,
-        parse_profile(defect or "faithful"),
-        workdir,
-        shared=(VirtualSlot(int(index), int(port), str(reader)), Path(station["log"])),
-    )
+    shared = (VirtualSlot(int(index), int(port), str(reader)), Path(station["log"]))
+    emulation = emulation_for(profile, defect)
+    if emulation is not None:  # the card profile names its own emulator
+        target = PcscdTarget(None, None, workdir, shared=shared, emulation=emulation)
+    else:
+        from harness.emulator import parse_profile
+
+        target = PcscdTarget(card, parse_profile(defect or "faithful"), workdir, shared=shared)
     if station.get("reader"):
         target.shown_as = str(station["reader"])
     check_card(target, profile)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.cards.emulated import CardEmulator, Emulation, emulation_for
 from harness.cards.profile import CardProfile
 from harness.errors import HarnessError, TransportError
 from harness.guard import RealCardGuard
@@ -174,8 +175,9 @@ class Target:
         self.transport.close()
 
 
-class _Emulated(Target):
-    emulated = True
+class _BuiltInEmulation:
+    """The built-in emulator (:mod:`harness.emulator`, the JPKI card) personalised from a
+    card config."""
 
     def __init__(self, config: CardConfig, defects: DefectProfile) -> None:
         from harness.emulator import EmulatedCard, MemoryStore, personalise
@@ -183,14 +185,47 @@ class _Emulated(Target):
         self.config = config
         self.template = personalise(config)
         self.card = EmulatedCard(MemoryStore(self.template.copy()), defects=defects)
+
+    def secrets(self) -> Mapping[str, bytes]:
+        return {k: v.encode() for k, v in self.config.secrets().items()}
+
+    def max_tries(self, pin_id: str) -> int:
+        return self.template.pins[pin_id].max_tries
+
+    def restore(self) -> None:
+        from harness.emulator import MemoryStore
+
+        self.card.store = MemoryStore(self.template.copy())
+
+
+class _Emulated(Target):
+    emulated = True
+
+    def __init__(
+        self,
+        config: CardConfig | None,
+        defects: DefectProfile | None,
+        *,
+        emulation: Emulation | None = None,
+    ) -> None:
+        """The built-in emulator personalised from ``config`` with ``defects``, or
+        ``emulation``: another card's emulator (:attr:`CardProfile.emulator`)."""
+        if emulation is None:
+            if config is None or defects is None:
+                raise TargetError("the built-in emulator needs its card config and defects")
+            built_in = _BuiltInEmulation(config, defects)
+            self.config, self.template = config, built_in.template
+            emulation = built_in
+        self.emulation = emulation
+        self.card: CardEmulator = emulation.card
         self.card_profile = self.card.card_profile  # the card the emulator implements
-        self._secrets = {k: Secret(v.encode()) for k, v in config.secrets().items()}
+        self._secrets = {k: Secret(v) for k, v in emulation.secrets().items()}
 
     def secret(self, pin_id: str) -> Secret:
         return self._secrets[pin_id]
 
     def max_tries(self, pin_id: str) -> int:
-        return self.template.pins[pin_id].max_tries
+        return self.emulation.max_tries(pin_id)
 
     @property
     def power_off_ms(self) -> float:
@@ -210,17 +245,21 @@ class _Emulated(Target):
         destructive_ok: bool = True,
         log: Callable[[str], None] | None = None,
     ) -> None:
-        from harness.emulator import MemoryStore
-
-        self.card.store = MemoryStore(self.template.copy())
+        self.emulation.restore()
         self.transport.power_cycle()
 
 
 class InProcessTarget(_Emulated):
-    def __init__(self, config: CardConfig, defects: DefectProfile) -> None:
+    def __init__(
+        self,
+        config: CardConfig | None,
+        defects: DefectProfile | None,
+        *,
+        emulation: Emulation | None = None,
+    ) -> None:
         from harness.transport.inprocess import InProcessTransport
 
-        super().__init__(config, defects)
+        super().__init__(config, defects, emulation=emulation)
         self.name = "emulated (in-process)"
         self.transport = InProcessTransport(self.card, name=self.name)
         self.profile = _profile_for(self.name)
@@ -243,18 +282,19 @@ class PcscdTarget(_Emulated):
 
     def __init__(
         self,
-        config: CardConfig,
-        defects: DefectProfile,
+        config: CardConfig | None,
+        defects: DefectProfile | None,
         workdir: Path,
         *,
         shared: tuple[VirtualSlot, Path] | None = None,
+        emulation: Emulation | None = None,
     ) -> None:
         """Starts its own pcscd, or with ``shared`` (a slot and the log of a pcscd another
         process runs, e.g. the xdist controller) serves its card in that slot only."""
         from harness.lab.pcscd import Pcscd, SharedPcscd
         from harness.links.vicc import EmulatorServer, serve_in_thread
 
-        super().__init__(config, defects)
+        super().__init__(config, defects, emulation=emulation)
         self.lab: Pcscd | SharedPcscd
         #: pcscd's folder (its debug log, ~4 MB a run): removed at close unless kept
         self.workdir: Path | None = workdir if shared is None else None
@@ -502,11 +542,20 @@ def make_target(
         return RealReaderTarget(spec[len("reader:") :], readers_dir, card=card, guard=guard)
     if spec not in ("inprocess", "pcscd"):
         raise TargetError(f"unknown target {spec!r}; use inprocess, pcscd or reader:NAME")
+    target: Target
+    emulation = emulation_for(card, defect)
+    if emulation is not None:  # the card profile names its own emulator
+        if spec == "inprocess":
+            target = InProcessTarget(None, None, emulation=emulation)
+        else:
+            workdir = Path(tempfile.mkdtemp(prefix="pinloop-pcscd-"))
+            target = PcscdTarget(None, None, workdir, emulation=emulation)
+        check_card(target, card)
+        return target
     from harness.emulator import load_card_config, parse_profile
 
     defects = parse_profile(defect or "faithful")
     config = config if config is not None else load_card_config()
-    target: Target
     if spec == "inprocess":
         target = InProcessTarget(config, defects)
     else:

@@ -4,6 +4,7 @@ profile's (a second, small card's scenarios name its PINs and no JPKI one)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from harness.cards.jpki import PROFILE as JPKI
 from harness.errors import ConfigError
 from harness.scenario import load_scenarios
 from tests.cards.tiny import PROFILE as TINY
-from tests.support import ROOT
+from tests.pcsc_lab import require_pcsc
+from tests.support import ROOT, run_pytest
 
 
 def test_profiles_by_name() -> None:
@@ -99,8 +101,16 @@ def test_a_file_is_loaded_for_its_card(tmp_path: Path) -> None:
     load_scenarios(path, JPKI)
 
 
+#: the second card: its profile, its emulator and its scenarios
+TINY_FILES = ("tests/cards/tiny.py", "tests/cards/tiny_card.py", "tests/cards/tiny-scenarios")
+
+
 def test_the_tiny_card_touches_no_jpki_module() -> None:
     """``git grep`` for the JPKI modules in the second profile's code: nothing."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--", *TINY_FILES], capture_output=True, text=True, cwd=ROOT
+    ).stdout.split()
+    assert "tests/cards/tiny_card.py" in listed and len(listed) >= 8, listed
     proc = subprocess.run(
         [
             "git",
@@ -111,9 +121,63 @@ def test_the_tiny_card_touches_no_jpki_module() -> None:
             r"cards\.jpki|harness\.emulator|jpki",
             "--",
             "tests/cards",
+            *TINY_FILES,
         ],
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
     assert proc.returncode == 1 and proc.stdout == "", proc.stdout
+
+
+TINY_RUN = (
+    str(ROOT / "tests/cards/tiny-scenarios"),
+    "-p",
+    "no:randomly",
+    "-o",
+    r"pinloop_file_pattern=.+\.tiny\.yaml$",
+    "--pinloop-card-profile",
+    "tests.cards.tiny:PROFILE",
+)
+TINY_SCENARIOS = len(list((ROOT / "tests/cards/tiny-scenarios").glob("*.tiny.yaml")))
+
+
+def test_the_tiny_cards_scenarios_pass_in_process() -> None:
+    """The second card's library-style scenarios on its own emulator, in the process."""
+    proc = run_pytest(*TINY_RUN)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert f"{TINY_SCENARIOS} passed" in out.strip().splitlines()[-1], out
+
+
+def test_the_tiny_cards_scenarios_pass_through_pcscd() -> None:
+    """The same scenarios with the tiny card behind pcscd + vpcd, reached with pyscard."""
+    require_pcsc()
+    proc = run_pytest(*TINY_RUN, "--pinloop-target", "pcscd")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert f"{TINY_SCENARIOS} passed" in out.strip().splitlines()[-1], out
+
+
+def test_a_tiny_card_that_never_decrements_fails_the_lock_rule() -> None:
+    """The check can fail: a defect of the tiny card's emulator breaks its lock rule."""
+    proc = run_pytest(*TINY_RUN, "--pinloop-defect", "never-decrements")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    broken = set(re.findall(r"^rule '([a-z0-9-]+)' broken on ", out, re.M))
+    assert "lock-at-exactly-n" in broken and "status-query-is-free" not in broken, broken
+    assert "Traceback" not in out
+
+
+def test_the_tiny_card_emulator_is_refused_for_another_card() -> None:
+    """A profile naming no loadable emulator is a configuration fault; the JPKI card keeps
+    the built-in emulator."""
+    from harness.cards.emulated import emulation_for
+
+    assert emulation_for(JPKI, None) is None and emulation_for(None, "x") is None
+    with pytest.raises(ConfigError, match="cannot be loaded"):
+        emulation_for(dataclasses.replace(TINY, emulator="tests.cards.tiny_card:NOPE"), None)
+    with pytest.raises(ConfigError, match="implements the tiny card"):
+        emulation_for(dataclasses.replace(TINY, name="other"), None)
+    with pytest.raises(ConfigError, match="unknown defect"):
+        emulation_for(TINY, "ok-when-blocked")

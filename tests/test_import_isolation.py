@@ -86,7 +86,7 @@ def test_a_reader_run_imports_no_emulator(
     try:
         from harness.transport.pcsc import wait_for_card
 
-        wait_for_card(slot.reader, 5)
+        wait_for_card(slot.reader, 15)
         env = {env_name("jpki-auth", JPKI): "1234", env_name("jpki-sign", JPKI): "PINLOOP1"}
         env["PINLOOP_TEST_MODULES"] = str(modules)
         proc = run_pytest(

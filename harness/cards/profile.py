@@ -224,6 +224,10 @@ class CardProfile:
     verify_command: tuple[int, int] = (0x00, 0x20)
     #: (CLA, INS) of commands that re-initialise a PIN and may spend a try
     reset_commands: frozenset[tuple[int, int]] = frozenset()
+    #: ``module:ATTRIBUTE`` of the factory of this card's emulator (called with the name of a
+    #: defect, or None; returns an :class:`~harness.cards.emulated.Emulation`); None: the
+    #: built-in emulator (:mod:`harness.emulator`, the JPKI card)
+    emulator: str | None = None
 
     def __post_init__(self) -> None:
         apps = [a.id for a in self.applications]

@@ -172,6 +172,16 @@ class EmulatedCard:
 
     # -- state a test may look at (never used to answer commands) -----------------------
     @property
+    def label(self) -> str:
+        """What logs call this card: its state's name."""
+        return self.store.state.name
+
+    @property
+    def description(self) -> str:
+        """What reports call this card: its state's name and its model."""
+        return f"{self.store.state.name} ({self.model.name})"
+
+    @property
     def selected_app(self) -> str | None:
         return self._df.app.id if self._df else None
 

@@ -43,7 +43,7 @@ import serial
 from harness.errors import CardPowerLost, HarnessError, TransportError
 
 if TYPE_CHECKING:
-    from harness.emulator import EmulatedCard
+    from harness.cards.emulated import CardEmulator
 
 
 class PowerSwitchError(HarnessError):
@@ -75,7 +75,7 @@ class EmulatedPower:
 
     mid_command = True
 
-    def __init__(self, card: EmulatedCard, on_change: Callable[[bool], None] | None = None) -> None:
+    def __init__(self, card: CardEmulator, on_change: Callable[[bool], None] | None = None) -> None:
         self.card = card
         self.on_change = on_change
 

@@ -27,7 +27,7 @@ from harness.links.seriallink import LinkClosed, SerialLink
 from harness.links.vpcd import CONTROL_NAMES, CTRL_ATR, CTRL_OFF, CTRL_ON, CTRL_RESET
 
 if TYPE_CHECKING:
-    from harness.emulator import EmulatedCard
+    from harness.cards.emulated import CardEmulator
 
 #: pinloop's identification APDU (CLA 80, INS EE, P1 P2 = "PL"): answered by the server only
 IDENTIFY = CommandAPDU(0x80, 0xEE, 0x50, 0x4C, le=16)
@@ -43,7 +43,7 @@ class EmulatorServer:
 
     def __init__(
         self,
-        card: EmulatedCard,
+        card: CardEmulator,
         url: str,
         *,
         instance_id: bytes | None = None,
@@ -69,7 +69,7 @@ class EmulatorServer:
         self.powered.set()
         self.apdus = 0
         self._link: SerialLink | None = None
-        self._log = logging.getLogger(f"{__name__}({card.store.state.name}@{url})")
+        self._log = logging.getLogger(f"{__name__}({card.label}@{url})")
 
     # -- life cycle -------------------------------------------------------------------------
     def serve_forever(self) -> None:

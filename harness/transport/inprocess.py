@@ -9,11 +9,11 @@ from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.transport.base import exchange
 
 if TYPE_CHECKING:
-    from harness.emulator import EmulatedCard
+    from harness.cards.emulated import CardEmulator
 
 
 class InProcessTransport:
-    def __init__(self, card: EmulatedCard, name: str = "in-process") -> None:
+    def __init__(self, card: CardEmulator, name: str = "in-process") -> None:
         self.card = card
         self.name = name
         self.last_wire_ns = 0

@@ -1,6 +1,6 @@
 """A small ISO 7816 PIN card with one application: one user PIN (4-8 digits, 3 tries),
 changed with CHANGE REFERENCE DATA; a blocked PIN is an operator's to unblock. It is built
-from the generic card model only."""
+from the generic card model only; its emulator is :mod:`tests.cards.tiny_card`."""
 
 from __future__ import annotations
 
@@ -40,4 +40,5 @@ PROFILE = CardProfile(
     ),
     safe_commands=frozenset({(0x00, 0xA4), (0x00, 0xB0)}),
     pin_env_prefix="TINY_PIN_",
+    emulator="tests.cards.tiny_card:emulation",
 )
