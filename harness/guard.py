@@ -56,6 +56,10 @@ class Refused(Exception):
     """pinloop will not send this to a real card (reported as a skip, with the reason)."""
 
 
+class UnsafeStep(Refused):
+    """A step that only the emulated card can take (refused on a real card: a skip)."""
+
+
 class GuardDefect(DeviceDefect):
     """The card broke a rule the guard relies on to keep its PINs safe; tries are stopped."""
 

@@ -28,7 +28,7 @@ from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.cards.profile import CardProfile, PinSpec
 from harness.checks import ExpectationFailed, describe_sw, sw_matches, tries_expected
 from harness.errors import ConfigError, HarnessError, SourceLocation, TransportError
-from harness.guard import Refused
+from harness.guard import UnsafeStep
 from harness.scenario import model as M
 from harness.scenario.spend import declared_spend
 from harness.secret import Secret
@@ -45,10 +45,6 @@ def _partial(e: M.Expect) -> M.Expect:
     """What of ``e`` holds after each repetition but the last (made once per expectation)."""
     relative = e.tries in ("unchanged", "one-less")
     return M.Expect(sw=e.sw, tries=e.tries if relative else None, length=e.length)
-
-
-class UnsafeStep(Refused):
-    """A step that only the emulated card can take (refused on a real card: a skip)."""
 
 
 def _other_char(c: int, letters: bool) -> int:

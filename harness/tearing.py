@@ -19,8 +19,8 @@ from harness.apdu import render_command
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU
 from harness.errors import CardPowerLost, HarnessError, TransportError
+from harness.guard import UnsafeStep
 from harness.lab.power import TimedCut
-from harness.runner import UnsafeStep  # runner imports this module lazily: no cycle
 from harness.scenario import model as M
 from harness.secret import Secret
 

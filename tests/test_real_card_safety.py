@@ -15,9 +15,9 @@ import pytest
 
 from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import load_card_config, parse_profile
-from harness.guard import Refused
+from harness.guard import Refused, UnsafeStep
 from harness.lab.pcscd import Pcscd
-from harness.runner import Runner, UnsafeStep
+from harness.runner import Runner
 from harness.scenario import load_scenarios
 from harness.target import env_name
 from tests.pcsc_lab import EmulatorProcess
