@@ -52,9 +52,12 @@ def pytest_configure(config: pytest.Config) -> None:
                 if fault == "typeerror":
                     pin = cmd.data
                     raise TypeError(f"injected fault with {len(pin)} bytes in a frame")
-                if fault in ("kill", "stop"):
-                    sig = signal.SIGKILL if fault == "kill" else signal.SIGSTOP
-                    os.kill(int(os.environ["PINLOOP_TEST_KILL_PID"]), sig)
+                if fault == "kill":
+                    os.kill(int(os.environ["PINLOOP_TEST_KILL_PID"]), signal.SIGKILL)
+                if fault == "stop":  # stopped before the command goes, not while it is answered
+                    from tests.support import freeze
+
+                    freeze(int(os.environ["PINLOOP_TEST_KILL_PID"]))
             return _original(self, cmd)
 
         cls.transmit = transmit  # type: ignore[method-assign]

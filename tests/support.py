@@ -3,9 +3,12 @@ and application id, a pty port, and a pytest run in a subprocess."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from harness.apdu import commands as C
@@ -109,6 +112,22 @@ class FdPort:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def freeze(pid: int, within: float = 5.0) -> None:
+    """SIGSTOP, then wait until every thread of ``pid`` has stopped: ``kill`` returns before
+    the stop takes hold, and under load a thread may still answer one more request."""
+    os.kill(pid, signal.SIGSTOP)
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                states.append(task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0])
+        if states and all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not stop within {within} s of SIGSTOP")
 
 
 def run_pytest(

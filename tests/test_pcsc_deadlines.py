@@ -24,7 +24,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from harness.lab.emulator import EmulatorProcess
 from harness.lab.pcscd import Pcscd
 from harness.transport.pcsc import wait_for_card
 from tests.pcsc_lab import require_pcsc
+from tests.support import freeze
 
 DEADLINE = 1.0
 SLACK = 0.25
@@ -197,20 +197,7 @@ def _line(proc: subprocess.Popen[str], within: float) -> str:
     return proc.stdout.readline()
 
 
-def _freeze(pid: int) -> None:
-    """SIGSTOP, then wait until every thread of ``pid`` has stopped: ``kill`` returns before
-    the stop takes hold, and under load a thread may still answer one more request."""
-    os.kill(pid, signal.SIGSTOP)
-    end = time.monotonic() + 5
-    while time.monotonic() < end:
-        states = []
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError):
-                states.append(task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0])
-        if states and all(state in ("T", "t") for state in states):
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"pcscd (pid {pid}) did not stop within 5 s of SIGSTOP")
+_freeze = freeze
 
 
 def _hidden_proc_works() -> bool:
