@@ -17,6 +17,7 @@ from harness.cards.jpki import PROFILE as JPKI
 from harness.timing import (
     ALPHA,
     CROP_PERCENTILES,
+    MIN_LEAK_US,
     THRESHOLD,
     leak_test,
     max_t_permutation,
@@ -53,6 +54,20 @@ def test_a_shift_is_a_leak() -> None:
     rng = random.Random(8)
     r = leak_test(_noise(rng, 200, 100), _noise(rng, 200, 130))
     assert r.verdict == "leak" and r.mean_difference_us == pytest.approx(30, abs=6)
+
+
+def test_a_real_difference_below_the_floor_is_observed_not_a_leak() -> None:
+    """A shift of 50 ns with 10 ns noise is as significant as can be, and no leak a reader's
+    path could carry: pass, with the difference noted. 2 µs at the same noise is a leak."""
+    rng = random.Random(12)
+    a = _noise(rng, 300, 3.0, 0.01)
+    r = leak_test(a, _noise(rng, 300, 3.05, 0.01))
+    assert r.p < ALPHA and r.below_floor
+    assert r.verdict == "pass" and r.effect_us == pytest.approx(0.05, abs=0.01)
+    assert "below the smallest leak reported (1 µs): observed, not a leak" in r.describe()
+    big = leak_test(a, _noise(rng, 300, 3.0 + 2 * MIN_LEAK_US, 0.01))
+    assert big.verdict == "leak" and not big.below_floor
+    assert big.effect_us == pytest.approx(2 * MIN_LEAK_US, abs=0.01)
 
 
 def test_a_tail_only_difference_is_caught_by_cropping() -> None:
@@ -189,7 +204,8 @@ def test_the_vectorised_statistic_is_the_largest_of_the_101_welch_t() -> None:
     rng = random.Random(11)
     a, b = _noise(rng, 300, 100, 7), _noise(rng, 300, 101, 7)
     direct = max([welch_t(a, b), *_cropped_ts(a, b)], key=abs)
-    signed, p, _ = max_t_permutation(a, b, permutations=9)
+    signed, p, _, effect = max_t_permutation(a, b, permutations=9)
+    assert abs(effect) < 10
     assert signed == pytest.approx(direct, rel=1e-9)
     assert 0 < p <= 1
 
@@ -211,7 +227,7 @@ def test_permutation_p_values_are_calibrated_under_the_null(shape: str) -> None:
 
     low = 0
     for i in range(200):
-        _, p, _ = max_t_permutation(sample(150), sample(150), permutations=199, seed=i)
+        _, p, _, _ = max_t_permutation(sample(150), sample(150), permutations=199, seed=i)
         low += p <= 0.05
     assert 1 <= low <= 20, low
 
