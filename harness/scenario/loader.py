@@ -4,7 +4,8 @@ as ``file:line`` with the offending lines and what was expected."""
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -125,16 +126,204 @@ def _pin_of(
     return current
 
 
+@dataclass
+class _Parse:
+    """What the parser of one step sees: the file, its parameters, the card, the step's path,
+    the PIN the last select made current, and what the scenario turned out to use."""
+
+    doc: LoadedYAML
+    params: dict[str, str]
+    card: CardProfile
+    tags: frozenset[str]
+    current: str | None = None
+    uses_literal: bool = False
+    uses_reinit: bool = False
+    path: list[str | int] = field(default_factory=list)
+    action: str = ""
+
+    def pin(self, body: Any = None) -> str:
+        """The PIN the step names (``pin:``) or else the current one."""
+        return _pin_of(
+            self.card, self.doc, body or {}, self.params, self.path, self.current, self.action
+        )
+
+    def value(self, raw: Any) -> M.Value:
+        v = _value(raw)
+        self.uses_literal |= isinstance(v, M.Literal)
+        return v
+
+    def changeable(self, pin: str, where: list[str | int], what: str) -> None:
+        if self.card.pins_by_id[pin].change is None:
+            raise self.doc.error(
+                f"{what}: {pin} cannot be changed (a card-face number)",
+                where,
+                expected="a PIN of for_each: changeable",
+            )
+
+
+def _select(c: _Parse, body: Any, common: dict[str, Any]) -> M.Step:
+    pin = c.pin(body) if "pin" in body else None
+    if pin is None and "ef" in body and "app" not in body:
+        raise c.doc.error("select: ef needs app", c.path, expected="{app: ID, ef: FID}")
+    step = M.Select(
+        **common,
+        pin=pin,
+        app=body.get("app"),
+        ef=int(body["ef"], 16) if "ef" in body else None,
+        aid=bytes.fromhex(body["aid"]) if "aid" in body else None,
+    )
+    at = c.card.pin_at.get((body["app"], step.ef)) if step.ef is not None else None
+    c.current = pin if pin is not None else at
+    return step
+
+
+def _counted(c: _Parse, body: Any) -> tuple[str, int]:
+    pin = c.pin(body)
+    repeat = _repeat(body.get("repeat"), c.card.pins_by_id[pin].default_max_tries)
+    if repeat < 1:
+        raise c.doc.error(f"repeat resolves to {repeat} for {pin}", [*c.path, "repeat"])
+    return pin, repeat
+
+
+def _verify(c: _Parse, body: Any, common: dict[str, Any]) -> M.Step:
+    pin, repeat = _counted(c, body)
+    spec = c.card.pins_by_id[pin]
+    values = body["value"] if isinstance(body["value"], list) else [body["value"]]
+    vals = tuple(c.value(v) for v in values)
+    if "lower" in vals and not spec.format.letters:
+        with_letters = [p.id for p in c.card.pins if p.format.letters]
+        raise c.doc.error(
+            f"value lower needs a PIN with letters, not {pin}",
+            [*c.path, "value"],
+            expected=" or ".join(f"pin: {p}" for p in with_letters)
+            or f"a PIN with letters (the {c.card.name} card has none)",
+        )
+    if common["expect"] and common["expect"].identical and len(vals) < 2:
+        raise c.doc.error("expect.identical needs a list of values", [*c.path, "value"])
+    return M.Verify(**common, pin=pin, values=vals, sfi=bool(body.get("sfi")), repeat=repeat)
+
+
+def _status(c: _Parse, body: Any, common: dict[str, Any]) -> M.Step:
+    pin, repeat = _counted(c, body)
+    return M.Status(**common, pin=pin, sfi=bool(body.get("sfi")), repeat=repeat)
+
+
+def _change(c: _Parse, body: Any, common: dict[str, Any]) -> M.Step:
+    pin = c.pin(body)
+    c.changeable(pin, c.path, "change")
+    return M.Change(**common, pin=pin, new=c.value(body["new"]))
+
+
+def _reinit(c: _Parse, body: Any, common: dict[str, Any]) -> M.Step:
+    pin = c.pin(body)
+    c.uses_reinit = True
+    return M.Reinit(**common, pin=pin, route=body["route"], new=c.value(body.get("new", "fresh")))
+
+
+def _power(c: _Parse, body: Any, common: dict[str, Any]) -> M.Step:
+    return M.Power(**common, how=body)
+
+
+def _read(c: _Parse, body: Any, common: dict[str, Any]) -> M.Step:
+    return M.Read(
+        **common,
+        ef=int(body["ef"], 16),
+        sfi=bool(body.get("sfi")),
+        offset=int(body.get("offset", 0)),
+        length=int(body.get("length", 256)),
+    )
+
+
+def _sign(c: _Parse, body: Any, common: dict[str, Any]) -> M.Step:
+    return M.Sign(**common, key=body["key"])
+
+
+def _apdu(c: _Parse, body: Any, common: dict[str, Any]) -> M.Step:
+    from harness.apdu.model import from_hex
+
+    try:
+        return M.Apdu(**common, raw=from_hex(body["hex"]))
+    except ValueError as exc:
+        raise c.doc.error(f"apdu: {exc}", [*c.path, "hex"]) from None
+
+
+def _others_unchanged(c: _Parse, body: Any, common: dict[str, Any]) -> M.Step:
+    return M.OthersUnchanged(**common, pin=c.pin())
+
+
+def _latency(c: _Parse, body: Any, common: dict[str, Any]) -> M.Step:
+    return M.Latency(
+        **common, pin=c.pin(), samples=int(body["samples"]), of=body.get("of", "status")
+    )
+
+
+def _tear(c: _Parse, body: Any, common: dict[str, Any]) -> M.Step:
+    body = body or {}
+    command = str(body.get("command", "verify"))
+    if "delays_us" in body:
+        if command != "verify":
+            raise c.doc.error(
+                "tear: timed cuts (delays_us) are for VERIFY only",
+                [*c.path, "command"],
+                expected="command: verify",
+            )
+        _need_tag(c.doc, c.tags, "destructive", "tear with delays_us sends wrong PINs", c.path)
+        delays = tuple(float(d) for d in body["delays_us"])
+        return M.Tear(**common, pin=c.pin(), delays_us=delays)
+    _need_tag(
+        c.doc,
+        c.tags,
+        "emulator-only",
+        "tear cuts the emulated card's power",
+        c.path,
+        expected="tags: [emulator-only, destructive]",
+    )
+    pin = c.pin()
+    if command == "change":
+        c.changeable(pin, [*c.path, "command"], "tear")
+    c.uses_reinit |= command == "reinit"
+    return M.Tear(**common, pin=pin, command=command)
+
+
+def _leak(c: _Parse, body: Any, common: dict[str, Any]) -> M.Step:
+    if body.get("classes") == "blocked":
+        _need_tag(c.doc, c.tags, "destructive", "leak with classes blocked blocks the PIN", c.path)
+    return M.Leak(
+        **common,
+        pin=c.pin(),
+        samples=int(body["samples"]),
+        classes=str(body.get("classes", "first-vs-last")),
+    )
+
+
+#: the parser of each action's step (the schema has checked its body's shape)
+_PARSERS: dict[str, Callable[[_Parse, Any, dict[str, Any]], M.Step]] = {
+    "select": _select,
+    "verify": _verify,
+    "status": _status,
+    "change": _change,
+    "reinit": _reinit,
+    "power": _power,
+    "read": _read,
+    "sign": _sign,
+    "apdu": _apdu,
+    "others_unchanged": _others_unchanged,
+    "latency": _latency,
+    "tear": _tear,
+    "leak": _leak,
+}
+assert set(_PARSERS) == set(ACTIONS)
+
+_PIN_ACTIONS = ("verify", "status", "change", "reinit")
+
+
 def _build(doc: LoadedYAML, params: dict[str, str], card: CardProfile) -> M.Scenario:
     data = doc.data
-    tags = frozenset(data.get("tags", []))
+    c = _Parse(doc, params, card, frozenset(data.get("tags", [])))
     steps: list[M.Step] = []
-    current: str | None = None  # the PIN the last select made current
-    uses_literal = uses_reinit = False
     for i, raw in enumerate(data["steps"]):
-        action = next(k for k in raw if k in ACTIONS)
-        body = raw[action]
-        path: list[str | int] = ["steps", i, action]
+        c.action = next(k for k in raw if k in ACTIONS)
+        c.path = ["steps", i, c.action]
         loc = location_of(doc.data, ["steps", i], doc.path)
         common = {
             "where": loc,
@@ -142,168 +331,32 @@ def _build(doc: LoadedYAML, params: dict[str, str], card: CardProfile) -> M.Scen
             "expect": M.Expect(**raw["expect"]) if "expect" in raw else None,
             "id": raw.get("id"),
         }
-
-        step: M.Step
-        if action == "select":
-            pin = _pin_of(card, doc, body, params, path, current, action) if "pin" in body else None
-            if pin is None and "ef" in body and "app" not in body:
-                raise doc.error("select: ef needs app", path, expected="{app: ID, ef: FID}")
-            step = M.Select(
-                **common,
-                pin=pin,
-                app=body.get("app"),
-                ef=int(body["ef"], 16) if "ef" in body else None,
-                aid=bytes.fromhex(body["aid"]) if "aid" in body else None,
-            )
-            current = (
-                pin
-                if pin is not None
-                else (card.pin_at.get((body["app"], step.ef)) if step.ef is not None else None)
-            )
-        elif action in ("verify", "status"):
-            pin = _pin_of(card, doc, body, params, path, current, action)
-            spec = card.pins_by_id[pin]
-            repeat = _repeat(body.get("repeat"), spec.default_max_tries)
-            if repeat < 1:
-                raise doc.error(f"repeat resolves to {repeat} for {pin}", [*path, "repeat"])
-            if action == "verify":
-                values = body["value"] if isinstance(body["value"], list) else [body["value"]]
-                vals = tuple(_value(v) for v in values)
-                for v in vals:
-                    uses_literal |= isinstance(v, M.Literal)
-                    if v == "lower" and not spec.format.letters:
-                        with_letters = [p.id for p in card.pins if p.format.letters]
-                        raise doc.error(
-                            f"value lower needs a PIN with letters, not {pin}",
-                            [*path, "value"],
-                            expected=" or ".join(f"pin: {p}" for p in with_letters)
-                            or f"a PIN with letters (the {card.name} card has none)",
-                        )
-                if common["expect"] and common["expect"].identical and len(vals) < 2:
-                    raise doc.error("expect.identical needs a list of values", [*path, "value"])
-                step = M.Verify(
-                    **common, pin=pin, values=vals, sfi=bool(body.get("sfi")), repeat=repeat
-                )
-            else:
-                step = M.Status(**common, pin=pin, sfi=bool(body.get("sfi")), repeat=repeat)
-        elif action == "change":
-            pin = _pin_of(card, doc, body, params, path, current, action)
-            if card.pins_by_id[pin].change is None:
-                raise doc.error(
-                    f"change: {pin} cannot be changed (a card-face number)",
-                    path,
-                    expected="a PIN of for_each: changeable",
-                )
-            new = _value(body["new"])
-            uses_literal |= isinstance(new, M.Literal)
-            step = M.Change(**common, pin=pin, new=new)
-        elif action == "reinit":
-            pin = _pin_of(card, doc, body, params, path, current, action)
-            uses_reinit = True
-            new = _value(body.get("new", "fresh"))
-            uses_literal |= isinstance(new, M.Literal)
-            step = M.Reinit(**common, pin=pin, route=body["route"], new=new)
-        elif action == "power":
-            step = M.Power(**common, how=body)
-        elif action == "read":
-            step = M.Read(
-                **common,
-                ef=int(body["ef"], 16),
-                sfi=bool(body.get("sfi")),
-                offset=int(body.get("offset", 0)),
-                length=int(body.get("length", 256)),
-            )
-        elif action == "sign":
-            step = M.Sign(**common, key=body["key"])
-        elif action == "apdu":
-            try:
-                from harness.apdu.model import from_hex
-
-                step = M.Apdu(**common, raw=from_hex(body["hex"]))
-            except ValueError as exc:
-                raise doc.error(f"apdu: {exc}", [*path, "hex"]) from None
-        elif action == "others_unchanged":
-            step = M.OthersUnchanged(
-                **common, pin=_pin_of(card, doc, {}, params, path, current, action)
-            )
-        elif action == "latency":
-            step = M.Latency(
-                **common,
-                pin=_pin_of(card, doc, {}, params, path, current, action),
-                samples=int(body["samples"]),
-                of=body.get("of", "status"),
-            )
-        elif action == "tear" and "delays_us" in (body or {}):
-            if body.get("command", "verify") != "verify":
-                raise doc.error(
-                    "tear: timed cuts (delays_us) are for VERIFY only",
-                    [*path, "command"],
-                    expected="command: verify",
-                )
-            _need_tag(doc, tags, "destructive", "tear with delays_us sends wrong PINs", path)
-            step = M.Tear(
-                **common,
-                pin=_pin_of(card, doc, {}, params, path, current, action),
-                delays_us=tuple(float(d) for d in body["delays_us"]),
-            )
-        elif action == "tear":
-            _need_tag(
-                doc,
-                tags,
-                "emulator-only",
-                "tear cuts the emulated card's power",
-                path,
-                expected="tags: [emulator-only, destructive]",
-            )
-            pin = _pin_of(card, doc, {}, params, path, current, action)
-            command = str((body or {}).get("command", "verify"))
-            if command == "change" and card.pins_by_id[pin].change is None:
-                raise doc.error(
-                    f"tear: {pin} cannot be changed (a card-face number)",
-                    [*path, "command"],
-                    expected="a PIN of for_each: changeable",
-                )
-            uses_reinit |= command == "reinit"
-            step = M.Tear(**common, pin=pin, command=command)
-        else:  # leak
-            if body.get("classes") == "blocked":
-                why = "leak with classes blocked blocks the PIN"
-                _need_tag(doc, tags, "destructive", why, path)
-            step = M.Leak(
-                **common,
-                pin=_pin_of(card, doc, {}, params, path, current, action),
-                samples=int(body["samples"]),
-                classes=str(body.get("classes", "first-vs-last")),
-            )
-        pin_step = action in ("verify", "status", "change", "reinit") or (
-            isinstance(step, M.Select) and step.pin is not None
-        )
-        wants_pin = step.expect is not None and (
-            step.expect.tries is not None or step.expect.blocked is not None
-        )
-        if wants_pin and not pin_step:
+        step = _PARSERS[c.action](c, raw[c.action], common)
+        pin_step = c.action in _PIN_ACTIONS or (isinstance(step, M.Select) and step.pin is not None)
+        e = step.expect
+        if e is not None and (e.tries is not None or e.blocked is not None) and not pin_step:
             raise doc.error(
-                f"{action}: expect.tries and expect.blocked need a PIN step",
-                [*path],
+                f"{c.action}: expect.tries and expect.blocked need a PIN step",
+                [*c.path],
                 expected="verify, status, change, reinit or select: {pin: ...}",
             )
         steps.append(step)
-    if uses_literal and "emulator-only" not in tags:
+    where = ["tags"] if "tags" in data else []
+    if c.uses_literal and "emulator-only" not in c.tags:
         raise doc.error(
             "literal PIN values are for emulated cards: add tag emulator-only",
-            ["tags"] if "tags" in data else [],
+            where,
             expected="tags: [emulator-only]",
         )
-    if uses_reinit and "needs-reinit" not in tags:
+    if c.uses_reinit and "needs-reinit" not in c.tags:
         raise doc.error(
             "reinit uses the emulator's test mechanism: add tag needs-reinit",
-            ["tags"] if "tags" in data else [],
+            where,
             expected="tags: [needs-reinit]",
         )
-    name = _sub(doc, str(data["name"]), params, ["name"])
     top = location_of(doc.data, [], doc.path)
     return M.Scenario(
-        name=name,
+        name=_sub(doc, str(data["name"]), params, ["name"]),
         rule=str(data["rule"]),
         path=doc.path,
         line=top.line or 1,
@@ -311,7 +364,7 @@ def _build(doc: LoadedYAML, params: dict[str, str], card: CardProfile) -> M.Scen
         params=params,
         description=str(data.get("description", "")),
         severity=str(data.get("severity", "normal")),
-        tags=tags,
+        tags=c.tags,
         card=card.name,
     )
 
