@@ -18,7 +18,9 @@ from hypothesis import HealthCheck, settings
 
 from harness.emulator import CardConfig, CardState, EmulatedCard, MemoryStore, load_card_config
 from harness.emulator.personalise import personalise
-from harness.links.vpcd import DEFAULT_PORT, PORT_VARIABLE
+from harness.errors import TransportTimeout
+from harness.lab.pcscd import Pcscd
+from harness.links.vpcd import DEFAULT_PORT, PORT_VARIABLE, first_port
 from tests.support import Host
 
 pytest_plugins = ["tests.pcsc_lab"]
@@ -143,3 +145,35 @@ def card(fresh_state: CardState) -> Iterator[EmulatedCard]:
 @pytest.fixture
 def host(card: EmulatedCard, card_config: CardConfig) -> Host:
     return Host(card, card_config)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A PC/SC test that waited in vain for a card gets what explains it in its report: the
+    TCP sockets of this worker's vpcd ports (who is connected, who waits in a backlog) and
+    the tail of its pcscd's log. A rare wait of 15 s for a card that an emulator says it has
+    connected has not been explained yet; this is what the next one will show."""
+    report = yield
+    exc = call.excinfo
+    if exc is None or not exc.errisinstance(TransportTimeout) or "waited" not in str(exc.value):
+        return report
+    base = first_port()
+    ss = shutil.which("ss")
+    if ss is not None:
+        sockets = subprocess.run(
+            [
+                ss,
+                "-tanpi",
+                f"( sport >= :{base} and sport < :{base + 16} ) or "
+                f"( dport >= :{base} and dport < :{base + 16} )",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
+        report.sections.append((f"vpcd ports {base}-{base + 15} (ss -tanpi)", sockets))
+    for name, value in getattr(item, "funcargs", {}).items():
+        if isinstance(value, Pcscd):
+            report.sections.append((f"pcscd log ({name}), last 80 lines", value.log_tail(80)))
+    return report
