@@ -18,6 +18,9 @@ significant the bench is not behaving, and the verdict is *inconclusive*. A pass
 claimed together with the minimum detectable effect: δ_min = (t_crit + 1.645)·σ·√(2/n), with
 t_crit the permutation threshold (about 4 on the data seen so far), i.e.
 n ≈ 2·((t_crit + 1.645)·σ/δ)² samples per class to see a leak δ with 95 % power.
+
+A significant difference is a leak only when it is at least ``MIN_LEAK_US`` where |t| is largest
+(the raw samples or the deciding crop); below that it is a pass, noted as observed.
 """
 
 from __future__ import annotations
