@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from harness.cards.emulated import CardEmulator, Emulation, emulation_for
 from harness.cards.profile import CardProfile
-from harness.errors import HarnessError, TransportError
+from harness.errors import HarnessError, TransportError, TransportTimeout
 from harness.guard import RealCardGuard
 from harness.lab.power import (
     EmulatedPower,
@@ -307,6 +307,7 @@ class PcscdTarget(_Emulated):
             slot, log = shared
             self.lab = SharedPcscd(log)
         self.name = slot.reader
+        self.port = slot.port
         self.server = EmulatorServer(self.card, slot.url)
         self.thread = serve_in_thread(self.server)
         self.profile = _profile_for(self.name)
@@ -322,11 +323,23 @@ class PcscdTarget(_Emulated):
         from harness.transport.identity import require_emulator
         from harness.transport.pcsc import connect_when_ready
 
-        return connect_when_ready(
-            self.name,
-            timeout,
-            check=lambda t: require_emulator(t, self.server.instance_id, self._record_row),
-        )
+        try:
+            return connect_when_ready(
+                self.name,
+                timeout,
+                check=lambda t: require_emulator(t, self.server.instance_id, self._record_row),
+            )
+        except TransportTimeout as exc:
+            from harness.lab.pcscd import port_sockets
+
+            # rare and not yet explained: the emulator is connected and vpcd shows no card;
+            # what the sockets of its port and the daemon's log say goes with the lab fault
+            link = "connected" if self.server.connected.is_set() else "not connected"
+            raise TransportTimeout(
+                f"{exc}; the emulator is {link} to {self.server.url}\n"
+                f"{port_sockets(self.port)}\npcscd log, last 20 lines:\n"
+                f"{self.lab.log_tail(20)}"
+            ) from None
 
     def reinsert(self) -> None:
         """Pull the card out (the link closes: the reader sees it leave) and put it back."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -175,3 +176,25 @@ def test_a_foreign_pcscd_is_never_touched(lab: Pcscd, tmp_path: Path) -> None:
     with pytest.raises(LabError, match="another pcscd"):
         Pcscd(tmp_path / "second.log").start()
     assert lab.running
+
+
+def test_a_card_that_never_shows_says_what_the_sockets_and_the_daemon_saw(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The emulator of a PcscdTarget never starts serving: the lab fault names the link's
+    state, the sockets of the vpcd port (pcscd listening, nobody connected) and pcscd's log."""
+    require_pcsc()
+    from harness import target as T
+    from harness.emulator import load_card_config, parse_profile
+
+    monkeypatch.setattr(T.PcscdTarget._connect, "__defaults__", (1.0,))
+    monkeypatch.setattr("harness.links.vicc.serve_in_thread", lambda server: None)
+    with pytest.raises(TransportTimeout) as exc:
+        T.PcscdTarget(load_card_config(), parse_profile("faithful"), tmp_path)
+    text = str(exc.value)
+    assert "waited" in text and "the emulator is not connected to socket://" in text, text
+    if shutil.which("ss"):
+        assert "(ss -tanpi)" in text and "LISTEN" in text and '"pcscd"' in text, text
+    else:  # iproute2 is not on every Debian image
+        assert "ss (iproute2) is not installed" in text, text
+    assert "pcscd log, last 20 lines:" in text and "winscard" in text, text

@@ -225,6 +225,25 @@ class Pcscd:
         self.stop()
 
 
+def port_sockets(port: int) -> str:
+    """The TCP sockets on ``port`` (``ss -tanpi``: who listens, who is connected; on a listening
+    socket Recv-Q counts the connections waiting in its backlog), for a lab fault's message."""
+    ss = shutil.which("ss")
+    if ss is None:
+        return f"sockets of port {port}: ss (iproute2) is not installed"
+    try:
+        out = subprocess.run(  # noqa: S603 - ss with fixed arguments
+            [ss, "-tanpi", f"( sport = :{port} or dport = :{port} )"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"sockets of port {port}: ss failed ({exc})"
+    return f"sockets of port {port} (ss -tanpi):\n{out.rstrip()}"
+
+
 def tail(path: Path, lines: int = 40) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
