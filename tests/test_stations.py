@@ -15,6 +15,16 @@ from tests.pcsc_lab import require_pcsc
 from tests.support import ROOT, run_pytest
 
 
+def _first_error(out: str) -> str:
+    """An inner run's output from its first error or failure on (where the cause is, e.g. a
+    lab fault's sockets and pcscd log), up to 6000 characters, then its last 1500."""
+    starts = [i for i in (out.find("= ERRORS ="), out.find("= FAILURES =")) if i >= 0]
+    if not starts:
+        return out[-3000:]
+    first = min(starts)
+    return out[first : first + 6000] + "\n[...]\n" + out[-1500:]
+
+
 def _outputs(tmp_path: Path) -> list[str]:
     """The options that send the summary, JUnit XML and Allure results to ``tmp_path``."""
     return [
@@ -62,7 +72,7 @@ def test_rows_from_every_worker_reach_the_summary(tmp_path: Path) -> None:
 def test_four_emulated_readers_in_parallel(tmp_path: Path) -> None:
     require_pcsc()
     proc = run(tmp_path, "-n", "4", "--dist", "each", "--pinloop-target", "pcscd")
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert proc.returncode == 0, _first_error(proc.stdout)
     assert "40 passed" in proc.stdout
     data = json.loads((tmp_path / "summary.json").read_text())
     readers = {
@@ -112,7 +122,7 @@ def test_a_crashed_worker_is_replaced_on_its_own_reader(tmp_path: Path) -> None:
     dead one's reader (slot 0), not a slot that does not exist or one in use."""
     require_pcsc()
     proc = _crashed_run(tmp_path, "each", "pcscd")
-    assert "1 failed, 19 passed" in proc.stdout, proc.stdout[-3000:]
+    assert "1 failed, 19 passed" in proc.stdout, _first_error(proc.stdout)
     assert "worker 'gw0' crashed" in proc.stdout
     readers = json.loads((tmp_path / "summary.json").read_text())["readers"]
     assert readers["Virtual PCD 00 00"]["outcomes"]["passed"] == 9  # the replacement's
@@ -161,7 +171,7 @@ def test_spread_needs_one_emulated_target_and_dist_load_or_each(tmp_path: Path) 
 
 def _check_spread(tmp_path: Path, proc: subprocess.CompletedProcess[str], reader: str) -> None:
     """Every item of a single run, each exactly once, as one reader in every report."""
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert proc.returncode == 0, _first_error(proc.stdout)
     single = sorted(n.split("::", 1)[1] for n in _collected("--pinloop-target", "pcscd"))
     if reader != "emulated (pcscd)":
         single = [n.replace("@pcscd", "@inprocess") for n in single]
@@ -340,7 +350,7 @@ def test_a_crashed_worker_of_a_spread_run_costs_its_item_only(tmp_path: Path) ->
     """gw0 dies in its first scenario: that item is an error of the one reader, the items it
     held go to the other worker (or its replacement), and every other item runs once."""
     proc = _crashed_run(tmp_path, "load", "inprocess", "--junitxml", str(tmp_path / "junit.xml"))
-    assert "1 failed, 9 passed" in proc.stdout, proc.stdout[-3000:]
+    assert "1 failed, 9 passed" in proc.stdout, _first_error(proc.stdout)
     readers = json.loads((tmp_path / "summary.json").read_text())["readers"]
     assert list(readers) == ["emulated (in-process)"]
     assert readers["emulated (in-process)"]["outcomes"] | {"marginal": 0} == {
