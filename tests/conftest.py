@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, settings
 
 from harness.emulator import CardConfig, CardState, EmulatedCard, MemoryStore, load_card_config
 from harness.emulator.personalise import personalise
-from harness.errors import TransportTimeout
-from harness.lab.pcscd import Pcscd
+from harness.errors import ConfigError, TransportTimeout
+from harness.lab.pcscd import Pcscd, port_sockets
 from harness.links.vpcd import DEFAULT_PORT, PORT_VARIABLE, first_port
 from tests.support import Host
 
@@ -157,22 +157,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     exc = call.excinfo
     if exc is None or not exc.errisinstance(TransportTimeout) or "waited" not in str(exc.value):
         return report
-    base = first_port()
-    ss = shutil.which("ss")
-    if ss is not None:
-        sockets = subprocess.run(
-            [
-                ss,
-                "-tanpi",
-                f"( sport >= :{base} and sport < :{base + 16} ) or "
-                f"( dport >= :{base} and dport < :{base + 16} )",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout
-        report.sections.append((f"vpcd ports {base}-{base + 15} (ss -tanpi)", sockets))
+    try:
+        base = first_port()
+    except ConfigError as bad:  # a broken PINLOOP_VPCD_PORT must not break the report
+        report.sections.append(("vpcd ports", str(bad)))
+    else:
+        report.sections.append(("vpcd ports", port_sockets(base, 16)))
     for name, value in getattr(item, "funcargs", {}).items():
         if isinstance(value, Pcscd):
             report.sections.append((f"pcscd log ({name}), last 80 lines", value.log_tail(80)))

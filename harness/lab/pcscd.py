@@ -225,23 +225,31 @@ class Pcscd:
         self.stop()
 
 
-def port_sockets(port: int) -> str:
-    """The TCP sockets on ``port`` (``ss -tanpi``: who listens, who is connected; on a listening
-    socket Recv-Q counts the connections waiting in its backlog), for a lab fault's message."""
+def port_sockets(port: int, count: int = 1) -> str:
+    """The TCP sockets on ``count`` ports from ``port`` (``ss -tanpi``: who listens, who is
+    connected; on a listening socket Recv-Q counts the connections waiting in its backlog),
+    for a lab fault's message."""
+    ports = f"port {port}" if count == 1 else f"ports {port}-{port + count - 1}"
     ss = shutil.which("ss")
     if ss is None:
-        return f"sockets of port {port}: ss (iproute2) is not installed"
+        return f"sockets of {ports}: ss (iproute2) is not installed"
+    last = port + count - 1
     try:
         out = subprocess.run(  # noqa: S603 - ss with fixed arguments
-            [ss, "-tanpi", f"( sport = :{port} or dport = :{port} )"],
+            [
+                ss,
+                "-tanpi",
+                f"( sport >= :{port} and sport <= :{last} ) or "
+                f"( dport >= :{port} and dport <= :{last} )",
+            ],
             capture_output=True,
             text=True,
             timeout=5,
             check=False,
         ).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"sockets of port {port}: ss failed ({exc})"
-    return f"sockets of port {port} (ss -tanpi):\n{out.rstrip()}"
+        return f"sockets of {ports}: ss failed ({exc})"
+    return f"sockets of {ports} (ss -tanpi):\n{out.rstrip()}"
 
 
 def tail(path: Path, lines: int = 40) -> str:
