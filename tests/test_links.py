@@ -209,3 +209,39 @@ def test_a_tcp_link_frames_what_arrives_split_merged_or_before_eof() -> None:
     link.close()
     peer.close()
     listener.close()
+
+
+def test_what_vpcd_sends_the_moment_it_accepts_is_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """vpcd asks for the ATR as soon as it accepts a card and then waits for the answer with no
+    timeout. pyserial's ``socket://`` open discards whatever arrived by the end of its open, so
+    if vpcd's 400 ms poll accepted inside that window, its request was thrown away and reader
+    and card waited on each other for ever (found by the soak: "waited 15 s for a card" about
+    once in 100 runs, the link up, both socket queues empty). Here the window is held open: the
+    connection returns only once the peer's request has arrived."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    real = socket.create_connection
+
+    def connect_then_wait_for_the_request(*args: object, **kwargs: object) -> socket.socket:
+        sock = real(*args, **kwargs)  # type: ignore[arg-type]
+        peer, _ = listener.accept()
+        peer.sendall(vpcd.encode(bytes([vpcd.CTRL_ATR])))
+        accepted.append(peer)
+        time.sleep(0.05)  # on loopback it is in the receive queue well before this ends
+        return sock
+
+    accepted: list[socket.socket] = []
+    monkeypatch.setattr(socket, "create_connection", connect_then_wait_for_the_request)
+    link = SerialLink.open(f"socket://127.0.0.1:{port}")
+    monkeypatch.undo()
+    try:
+        assert link.receive(time.monotonic() + 1.0) == bytes([vpcd.CTRL_ATR])
+    finally:
+        link.close()
+        for peer in accepted:
+            peer.close()
+        listener.close()

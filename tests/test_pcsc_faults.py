@@ -124,6 +124,29 @@ def test_a_hung_emulator_is_a_timeout_at_the_deadline(
     transport.close()
 
 
+class _StallingEmulator(EmulatorProcess):
+    """An emulator process that stalls for a second right after each TCP connect."""
+
+    def _start(self) -> None:
+        at = self.args.index("harness.cli")
+        self.args[at] = "tests.slow_connect"
+        super()._start()
+
+
+def test_an_emulator_that_stalls_after_connecting_still_becomes_the_card(
+    lab: Pcscd, emulators: list[EmulatorProcess], template_state: CardState, tmp_path: Path
+) -> None:
+    """vpcd asks for the ATR the moment it accepts and waits for the answer with no timeout:
+    while the emulator stalls, that request is already queued on its socket. A link that drops
+    early bytes (pyserial's socket:// open does) left reader and card waiting on each other for
+    ever; the soak saw it about once in 100 runs as "waited 15 s for a card"."""
+    emu = _StallingEmulator(template_state, tmp_path, lab.slots[0].url)
+    emulators.append(emu)
+    wait_for_card(lab.slots[0].reader, 8)
+    with PcscTransport(lab.slots[0].reader) as transport:
+        require_emulator(transport, emu.instance_id)
+
+
 def test_the_emulator_reconnects_when_pcscd_restarts(
     lab: Pcscd, emulators: list[EmulatorProcess], template_state: CardState, tmp_path: Path
 ) -> None:

@@ -11,11 +11,17 @@ the link sets ``TCP_NODELAY`` once and ``TCP_QUICKACK`` whenever a read leaves a
 incomplete (the option is not sticky; setting it sends the pending ACK, so vpcd's held-back
 payload comes at once). ``quickack=False`` exists only to measure the difference.
 
-On TCP (``socket://``) the link bypasses pyserial's select-based reads and writes, which cost
-~8 system calls per APDU: the socket blocks with a kernel receive timeout (``SO_RCVTIMEO``, the
-poll interval), each read is one ``recv_into`` into a preallocated buffer holding as many frames
-as arrived, and each message goes out in one ``sendall`` (length and payload together): 4 calls
-per APDU (receive the length, set ``TCP_QUICKACK``, receive the payload, send the answer).
+On TCP (``socket://``) the link opens the connection itself and bypasses pyserial's
+select-based reads and writes, which cost ~8 system calls per APDU: the socket blocks with a
+kernel receive timeout (``SO_RCVTIMEO``, the poll interval), each read is one ``recv_into`` into
+a preallocated buffer holding as many frames as arrived, and each message goes out in one
+``sendall`` (length and payload together): 4 calls per APDU (receive the length, set
+``TCP_QUICKACK``, receive the payload, send the answer).
+
+Opening it itself matters more than the speed: pyserial's ``socket://`` open ends by discarding
+whatever has arrived. vpcd asks for the ATR the moment it accepts a card and then waits for the
+answer with no timeout, so a request that lands in that window was thrown away and reader and
+card waited on each other for ever. Nothing that arrives after the connection is up is dropped.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from harness.links.vpcd import MAX_PAYLOAD, Decoder, FramingError, encode
 
 #: how long one blocking read waits before the link checks its stop flag / deadline
 POLL_INTERVAL = 0.05
+#: how long a TCP connect may take (pyserial's own connect timeout)
+CONNECT_TIMEOUT = 5.0
 
 
 class LinkClosed(HarnessError):
@@ -46,13 +54,23 @@ class LinkTimeout(HarnessError):
 class SerialLink:
     """A vpcd message stream over a pyserial port."""
 
-    def __init__(self, port: serial.SerialBase, *, url: str, quickack: bool = True) -> None:
+    def __init__(
+        self,
+        port: serial.SerialBase | None = None,
+        *,
+        url: str,
+        quickack: bool = True,
+        sock: socket.socket | None = None,
+    ) -> None:
+        """A link on an open pyserial ``port`` or, for TCP, on a connected ``sock``."""
+        if (port is None) == (sock is None):
+            raise ValueError("a link needs a port or a socket, not both")
         self.url = url
         self._port = port
         self._decoder = Decoder()
         self._closed = False
         self._pending: list[bytes] = []
-        self._sock: socket.socket | None = getattr(port, "_socket", None)
+        self._sock = sock
         self._quickack = quickack and self._sock is not None and hasattr(socket, "TCP_QUICKACK")
         #: received bytes not yet framed (TCP only): ``_buf[_start:_end]``
         self._buf = bytearray()
@@ -68,6 +86,13 @@ class SerialLink:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 5, 0))
             self._buf = bytearray(2 * (2 + MAX_PAYLOAD))
 
+    @property
+    def _serial(self) -> serial.SerialBase:
+        """The pyserial port of a non-TCP link."""
+        if self._port is None:
+            raise LinkClosed(f"{self.url}: not a serial port")
+        return self._port
+
     @classmethod
     def open(cls, url: str, *, quickack: bool = True, baudrate: int = 115200) -> SerialLink:
         """Open ``url``; a refused connection or missing device is a :class:`LinkClosed`."""
@@ -75,6 +100,15 @@ class SerialLink:
             port = serial.serial_for_url(
                 url, timeout=POLL_INTERVAL, baudrate=baudrate, do_not_open=True
             )
+            if url.lower().startswith("socket://"):
+                # pyserial parses the URL (and its options); the connection is ours
+                host, tcp_port = port.from_url(url)  # type: ignore[attr-defined]
+                sock = socket.create_connection((host, tcp_port), timeout=CONNECT_TIMEOUT)
+                try:
+                    return cls(url=url, quickack=quickack, sock=sock)
+                except BaseException:
+                    sock.close()
+                    raise
             port.open()
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkClosed(f"cannot open {url}: {exc}") from None
@@ -91,8 +125,8 @@ class SerialLink:
                 raise LinkClosed(f"{self.url}: write failed: {exc}") from None
             return
         try:
-            self._port.write(encode(payload))
-            self._port.flush()
+            self._serial.write(encode(payload))
+            self._serial.flush()
         except (serial.SerialException, OSError) as exc:
             raise LinkClosed(f"{self.url}: write failed: {exc}") from None
         except (TypeError, AttributeError, ValueError):  # closed under us by another thread
@@ -123,7 +157,7 @@ class SerialLink:
             self._recv_step(self._sock)
             return
         try:
-            chunk = self._port.read(self._decoder.need())
+            chunk = self._serial.read(self._decoder.need())
         except (serial.SerialException, OSError) as exc:
             raise LinkClosed(f"{self.url}: {exc}") from None
         except (TypeError, AttributeError, ValueError):  # closed under us by another thread
@@ -168,12 +202,9 @@ class SerialLink:
         self._closed = True
         with contextlib.suppress(Exception):
             if self._sock is not None:
-                # pyserial's close() sleeps 0.3 s "for quick reconnects"; shut down first so
-                # the peer sees the card leave at once
+                # shut down first so that the peer sees the card leave at once
                 with contextlib.suppress(OSError):
                     self._sock.shutdown(socket.SHUT_RDWR)
                 self._sock.close()
-                self._port._socket = None  # type: ignore[attr-defined]
-                self._port.is_open = False
-            else:
+            elif self._port is not None:
                 self._port.close()
