@@ -26,8 +26,9 @@ from pathlib import Path
 from harness.apdu import commands as C
 from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import load_card_config, parse_profile
-from harness.runner import Runner
+from harness.run.runner import Runner
 from harness.scenario import load_scenarios
+from harness.steps.leak import measure
 from harness.target import InProcessTarget, PcscdTarget, Target
 from harness.timing import ALPHA, MIN_LEAK_US, leak_test
 
@@ -53,13 +54,13 @@ def one_run(target: Target, samples: int) -> str:
     scenario = load_scenarios(ROOT / "scenarios" / "verify-timing-leak.pin.yaml", JPKI)[0]
     runner = Runner(target, scenario)
     target.begin(scenario.pins)
-    runner.select_pin("jpki-auth")
-    restore = C.verify(runner.value("jpki-auth", "right"))
+    runner.session.select_pin("jpki-auth")
+    restore = C.verify(runner.session.value("jpki-auth", "right"))
     classes = {
-        "first": C.verify(runner.value("jpki-auth", "wrong-first")),
-        "last": C.verify(runner.value("jpki-auth", "wrong-last")),
+        "first": C.verify(runner.session.value("jpki-auth", "wrong-first")),
+        "last": C.verify(runner.session.value("jpki-auth", "wrong-last")),
     }
-    got = runner._measure(classes, restore, samples)
+    got = measure(runner.session, classes, restore, samples)
     result = leak_test(got["first"], got["last"], seed=int(time.time_ns() % 2**31))
     # a pass that was significant, with a difference below MIN_LEAK_US, is counted apart
     return "pass, below the floor" if result.below_floor else result.verdict

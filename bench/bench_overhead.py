@@ -39,7 +39,7 @@ from harness.apdu import commands as C
 from harness.cards.jpki import FACTS, PROFILE
 from harness.emulator import EmulatedCard, MemoryStore, load_card_config, personalise
 from harness.guard import RealCardGuard
-from harness.runner import Runner
+from harness.run.runner import Runner
 from harness.scenario.model import Scenario
 from harness.secret import Secret
 from harness.target import Target
@@ -79,11 +79,14 @@ def measure(layers: dict[str, Callable[[], object]], n: int, block: int = 100) -
 
 def report(path: str, medians: dict[str, float], runner: Runner) -> None:
     raw = medians["raw"]
-    print(f"\n{path}: median µs per status query ({len(runner.latencies)} recorded by the runner)")
+    print(
+        f"\n{path}: median µs per status query "
+        f"({len(runner.session.latencies)} recorded by the runner)"
+    )
     for name, m in medians.items():
         added = "" if name == "raw" else f"  +{(m - raw) / 1000:6.2f} µs over raw ({m / raw:.2f} x)"
         print(f"  {name:10} {m / 1000:8.2f}{added}")
-    own = [a.overhead_us for a in runner.latencies]
+    own = [a.overhead_us for a in runner.session.latencies]
     q = statistics.quantiles(own, n=100)
     print(
         f"  overhead the harness records per APDU (total - wire): median "
@@ -124,7 +127,7 @@ def in_process(n: int) -> None:
             "raw": lambda: card.transmit(raw),
             "transport": lambda: transport.transmit(cmd),
             "guarded": lambda: guard.transmit(cmd),
-            "runner": lambda: (runner.lab_done(), runner.tx(cmd)),
+            "runner": lambda: (runner.session.lab_done(), runner.session.tx(cmd)),
         },
         n,
     )
@@ -160,7 +163,7 @@ def through_pcscd(n: int) -> None:
                         "raw": lambda: S.SCardTransmit(handle, proto, raw),
                         "transport": lambda: transport.transmit(cmd),
                         "guarded": lambda: guard.transmit(cmd),
-                        "runner": lambda: (runner.lab_done(), runner.tx(cmd)),
+                        "runner": lambda: (runner.session.lab_done(), runner.session.tx(cmd)),
                     },
                     n,
                 )

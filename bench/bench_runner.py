@@ -2,7 +2,7 @@
 
 1. **Runner vs raw.** Library scenarios (every one without a power step, a tearing sweep or
    a leak test: those are dominated by waits and statistics, not by the path to the card) run
-   through :class:`harness.runner.Runner` against the emulated card behind pcscd + vpcd. Their
+   through :class:`harness.run.runner.Runner` against the emulated card behind pcscd + vpcd. Their
    APDUs and power cycles are captured once; the raw side replays exactly that sequence with
    pyscard's ``SCardTransmit`` / ``SCardReconnect`` on the same connection, from the same card
    state. The two sides run scenario by scenario, back to back in alternating order (so that
@@ -50,7 +50,7 @@ from harness.emulator import MemoryStore, load_card_config, personalise
 from harness.emulator.config import CardConfig
 from harness.lab.emulator import EmulatorProcess
 from harness.lab.pcscd import Pcscd
-from harness.runner import Runner
+from harness.run.runner import Runner
 from harness.scenario import load_scenarios
 from harness.scenario import model as M
 from harness.secret import Secret
@@ -191,7 +191,7 @@ def runner_one(target: Target, scenario: M.Scenario) -> tuple[int, int, float]:
     runner = Runner(target, scenario, destructive_ok=True)
     _run(runner)
     ns = time.perf_counter_ns() - t
-    return ns, len(runner.latencies), sum(a.overhead_us for a in runner.latencies)
+    return ns, len(runner.session.latencies), sum(a.overhead_us for a in runner.session.latencies)
 
 
 def raw_one(target: Target, events: list[Event], check: bool = False) -> int:

@@ -29,6 +29,7 @@ from harness.cards import card_profile
 from harness.config import load_yaml
 from harness.emulator import defects
 from harness.scenario import load_scenarios, schema
+from harness.steps import kinds
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- generated: {name} (python -m harness.docs) -->"
@@ -39,36 +40,6 @@ _BLOCK = re.compile(
     r"<!-- end generated: (?P=name) -->",
     re.DOTALL,
 )
-
-#: what each step does (the schema says what it takes)
-STEP_NOTES = {
-    "select": "SELECT the PIN's application DF and EF, an application (and an EF in it), or "
-    "any AID. Re-selecting an application logs out",
-    "verify": "VERIFY; `sfi: true` addresses the PIN by `80|SFI`. A list of values sends "
-    "each once (with `expect: {identical: true}`); `literal` values are for emulated cards only",
-    "status": "the free status query (VERIFY without data)",
-    "change": "CHANGE REFERENCE DATA `00 24 01 80` or JICSAP CHANGE KEY `80 32 00 80`, "
-    "whichever the PIN uses",
-    "reinit": "the emulator's labelled test re-initialisation (RESET RETRY COUNTER with the "
-    "route's reset code; `new: none` unblocks only); tag `needs-reinit`",
-    "power": "cold reset, warm reset, card out and back in (a real reader: its operator, "
-    "profile `power_switch: {kind: operator}`), supply cut by the reader's power switch",
-    "read": "READ BINARY (by the current EF or by SFI)",
-    "sign": "COMPUTE DIGITAL SIGNATURE with that key; `expect: {signature: valid}` checks it "
-    "against the card's certificate",
-    "apdu": "any APDU, in hex",
-    "others_unchanged": "every other PIN's counter is as it was when the scenario began",
-    "latency": "p50/p95/p99 at the transport, each sample less the time the measuring thread "
-    "waited for a CPU, against the reader profile's budgets (over the "
-    "limit, and over it again in an independent run of N: failed, both figures named; over "
-    "once only: passed, both runs in the trace; over `marginal`: passed, marked marginal); "
-    "see [timing](timing.md)",
-    "tear": "`command`: cut power at every write point of that command (emulated card; tag "
-    "`emulator-only`). `delays_us`: cut a wrong VERIFY that long after it is sent, by the "
-    "reader's power switch (any card with a relay; tag `destructive`); see [tearing](tearing.md)",
-    "leak": "statistical timing leak test of two classes of VERIFY inputs (a permutation test; "
-    "see [timing](timing.md))",
-}
 
 #: what each expectation means
 EXPECT_NOTES = {
@@ -142,9 +113,9 @@ def _shape(s: dict[str, Any]) -> str:
 
 
 def steps_table(root: Path, doc_dir: Path) -> str:
-    missing = set(schema.steps(CARD)) ^ set(STEP_NOTES)
-    if missing:
-        raise SystemExit(f"harness/docs.py STEP_NOTES out of step with the schema: {missing}")
+    undocumented = [a for a, kind in kinds().items() if not kind.doc]
+    if undocumented:
+        raise SystemExit(f"step kinds without their doc line (StepKind.doc): {undocumented}")
     rows = []
     for action, body in schema.steps(CARD).items():
         if body.get("type") == "object":
@@ -156,7 +127,7 @@ def steps_table(root: Path, doc_dir: Path) -> str:
             form = f"{action}: {{{keys}}}"
         else:
             form = f"{action}: {_shape(body)}"
-        rows.append([_code(form), STEP_NOTES[action]])
+        rows.append([_code(form), kinds()[action].doc])
     literal = "{literal: …}"
     legend = (
         f"\n`VALUE` is one of {', '.join(_code(w) for w in schema.VALUE_WORDS)} or "

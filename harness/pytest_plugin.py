@@ -31,7 +31,6 @@ from typing import Any
 import pytest
 
 from harness.cards import CardProfile, card_profile
-from harness.checks import ExpectationFailed
 from harness.errors import (
     ConfigError,
     DeviceDefect,
@@ -49,6 +48,7 @@ from harness.report.allure_report import (
     step_context,
 )
 from harness.report.summary import Row, Summary
+from harness.run.expect import ExpectationFailed
 from harness.scenario import Scenario, load_scenarios
 from harness.target import Target, TargetError, make_target
 from harness.timing import ApduTime
@@ -519,7 +519,7 @@ class ScenarioItem(pytest.Item):
             target.secret(pin)  # a missing PIN is an error before anything is sent
 
     def runtest(self) -> None:
-        from harness.runner import Runner
+        from harness.run.runner import Runner
 
         assert self.target is not None
         allowed = self.config.getoption("--pinloop-destructive-reader")
@@ -537,7 +537,7 @@ class ScenarioItem(pytest.Item):
             self.target.report_name,
             card.description if card else "real card",
         )
-        runner.step_context = step_context(lambda: runner.trace)
+        runner.step_context = step_context(lambda: runner.session.trace)
         try:
             runner.run()
         except Refused as exc:
@@ -559,22 +559,22 @@ class ScenarioItem(pytest.Item):
             self.config.stash[_POOL].mark_faulted(self.spec, str(exc).splitlines()[0])
             raise
         finally:
-            self.latencies = runner.latencies
+            self.latencies = runner.session.latencies
             received = self.target.apdus_received()
             if received is not None:  # what the card received since the previous item's end
                 seen = getattr(self.target, "_pinloop_apdus_seen", 0)
                 self.card_apdus = received - seen
                 self.target._pinloop_apdus_seen = received  # type: ignore[attr-defined]
-            self.marginal = runner.marginal
-            if runner.marginal:
-                mark_marginal(self.scenario, runner.marginal)
-                self.user_properties.append(("marginal", "; ".join(runner.marginal)))
+            self.marginal = runner.session.marginal
+            if runner.session.marginal:
+                mark_marginal(self.scenario, runner.session.marginal)
+                self.user_properties.append(("marginal", "; ".join(runner.session.marginal)))
             timing = any(s.action in ("latency", "leak") for s in self.scenario.steps)
             attach_timing(
-                runner.latencies,
+                runner.session.latencies,
                 f"{self.scenario.name} on {self.target.report_name}",
                 plot=timing,
-                classes=runner.timing_series,
+                classes=runner.session.timing_series,
             )
 
     def _pinloop_repr(self, exc: BaseException) -> str | None:

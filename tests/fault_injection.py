@@ -26,7 +26,7 @@ import pytest
 
 from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.emulator import EmulatedCard
-from harness.runner import Runner
+from harness.run.session import CardSession
 
 
 def _digest(raw: bytes) -> str:
@@ -55,9 +55,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     fault, where, n = spec.rsplit(":", 2)
     state: dict[str, Any] = {"fault": None, "count": 0, "seen": [], "item": ""}
-    tx, transmit = Runner.tx, EmulatedCard.transmit
+    tx, transmit = CardSession.tx, EmulatedCard.transmit
 
-    def runner_tx(self: Runner, cmd: CommandAPDU) -> ResponseAPDU:
+    def session_tx(self: CardSession, cmd: CommandAPDU, kind: str = "step") -> ResponseAPDU:
         label = f"{self.scenario.rule}[{self.scenario.params.get('pin', '')}]"
         state["item"] = label
         if state["fault"] is None and label == where:
@@ -69,13 +69,13 @@ def pytest_configure(config: pytest.Config) -> None:
                     "at": len(state["seen"]),
                 }
                 _inject(fault, self.target)
-        return tx(self, cmd)
+        return tx(self, cmd, kind)
 
     def card_transmit(self: EmulatedCard, raw: bytes) -> bytes:
         state["seen"].append({"item": state["item"], "apdu": _digest(raw)})
         return transmit(self, raw)
 
-    Runner.tx = runner_tx  # type: ignore[method-assign]
+    CardSession.tx = session_tx  # type: ignore[method-assign]
     EmulatedCard.transmit = card_transmit  # type: ignore[method-assign]
 
     def write() -> None:

@@ -225,9 +225,9 @@ def test_parameters_that_hung_or_raised(spec: str) -> None:
 def test_a_blocked_pin_that_lets_the_right_pin_through_is_reported_the_right_way_round() -> None:
     from pathlib import Path
 
-    from harness.checks import ExpectationFailed
     from harness.emulator import load_card_config, parse_profile
-    from harness.runner import Runner
+    from harness.run.expect import ExpectationFailed
+    from harness.run.runner import Runner
     from harness.scenario import load_scenarios
     from harness.target import InProcessTarget
 

@@ -19,7 +19,7 @@ from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import CardConfig, MemoryStore, load_card_config, parse_profile
 from harness.errors import HarnessError
 from harness.guard import GuardDefect, Refused
-from harness.runner import Runner
+from harness.run.runner import Runner
 from harness.scenario import Scenario, load_scenarios
 from harness.scenario.spend import declared_spend
 from tests.support import PretendRealCard
@@ -169,7 +169,7 @@ def test_the_same_files_with_the_opt_in_run_and_the_card_is_put_back(config: Car
     for name in ("raw-change.hostile.yaml", "change.hostile.yaml"):
         runner = Runner(target, _scenarios(name)[0], destructive_ok=True)
         runner.run()
-        assert any("changed back to the lab's PIN and verified" in t for t in runner.trace)
+        assert any("changed back to the lab's PIN and verified" in t for t in runner.session.trace)
         assert store.state.pins["jpki-auth"].value == b"1234"
         assert store.state.pins["jpki-auth"].remaining == 3
     target, store = _real(config)

@@ -64,9 +64,9 @@ def test_the_real_reader_path_imports_no_emulator() -> None:
     """What a ``reader:`` run loads before its first scenario: the plugin, the target, the
     runner, the guard, the PC/SC transport and the reports."""
     code = (
-        "import harness.pytest_plugin, harness.target, harness.runner, harness.guard, "
+        "import harness.pytest_plugin, harness.target, harness.run.runner, harness.guard, "
         "harness.transport.pcsc, harness.report.summary, harness.report.allure_report, "
-        "harness.stations, harness.tearing"
+        "harness.stations, harness.steps.tear"
     )
     assert forbidden(imported(code)) == []
 
@@ -107,5 +107,5 @@ def test_a_reader_run_imports_no_emulator(
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "2 passed" in out, out[-3000:]
     names = modules.read_text().split()
-    assert "harness.runner" in names and "harness.guard" in names  # it did run scenarios
+    assert "harness.run.runner" in names and "harness.guard" in names  # it did run scenarios
     assert forbidden(names) == [], out[-2000:]

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from harness.cards.jpki import PROFILE as JPKI
-from harness.checks import ExpectationFailed
 from harness.emulator import PROFILES, CardState
 from harness.lab.pcscd import Pcscd
 from harness.lab.power import EmulatedPower
 from harness.lab.relay_sim import SimulatedRelay
-from harness.runner import Runner
+from harness.run.expect import ExpectationFailed
+from harness.run.runner import Runner
 from harness.scenario import load_scenarios
 from harness.target import RealReaderTarget, env_name
 from tests.pcsc_lab import ServedCard
@@ -72,9 +72,9 @@ def test_timed_cuts_through_a_relay_on_a_real_reader_target(
     served, relay, readers = bench
     runner = _run(readers, served.reader)
     assert relay.log.count("OFF 2") == 10 and relay.log.count("ON 2") == 10
-    curve = next(line for line in runner.trace if line.startswith("-- cut delay"))
+    curve = next(line for line in runner.session.trace if line.startswith("-- cut delay"))
     assert curve.count("counted") == 10, curve  # every delay has its outcome noted
-    assert "relay" in " ".join(runner.trace)
+    assert "relay" in " ".join(runner.session.trace)
 
 
 @pytest.mark.parametrize("bench", ["power-cycle-resets-counter"], indirect=True)

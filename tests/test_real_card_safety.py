@@ -17,7 +17,7 @@ from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import load_card_config, parse_profile
 from harness.guard import Refused, UnsafeStep
 from harness.lab.pcscd import Pcscd
-from harness.runner import Runner
+from harness.run.runner import Runner
 from harness.scenario import load_scenarios
 from harness.target import env_name
 from tests.pcsc_lab import EmulatorProcess
@@ -56,7 +56,7 @@ def test_scenarios_that_stay_clear_of_the_lock_run(real: PretendRealCard) -> Non
         Runner(real, _scenario("correct-restores-max.pin.yaml")).run()
     runner = Runner(real, _scenario("correct-restores-max.pin.yaml"), destructive_ok=True)
     runner.run()
-    assert any("not observable on a real card" in t for t in runner.trace)
+    assert any("not observable on a real card" in t for t in runner.session.trace)
     assert real.card.pin_state("jpki-auth").remaining == 3  # put back at the end
 
 

@@ -15,7 +15,7 @@ import pytest
 from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import load_card_config, parse_profile
 from harness.emulator.config import CardConfig
-from harness.runner import Runner
+from harness.run.runner import Runner
 from harness.scenario import load_scenarios
 from harness.target import InProcessTarget, Target
 from harness.timing import KINDS
@@ -53,7 +53,7 @@ def test_every_apdu_the_card_received_has_a_row(name: str, config: CardConfig) -
     target = InProcessTarget(config, parse_profile("faithful"))
     before = target.card.apdus
     runner = _run(target, name)
-    rows = runner.latencies
+    rows = runner.session.latencies
     assert target.card.apdus - before == len(rows) > 0
     kinds = {a.kind for a in rows}
     assert kinds <= set(KINDS) and kinds - {"step"} == CASES[name]
@@ -67,7 +67,7 @@ def test_the_latency_figures_take_the_same_apdus_as_before(config: CardConfig) -
     """``latency: {samples: 100, of: wrong}`` puts the counter back after each sample; the
     restores are recorded, as ``restore``, and stay out of the VERIFY figures."""
     target = InProcessTarget(config, parse_profile("faithful"))
-    rows = _run(target, "verify-latency.pin.yaml").latencies
+    rows = _run(target, "verify-latency.pin.yaml").session.latencies
     assert sum(a.verify and a.step for a in rows) == 100
     assert sum(a.kind == "restore" for a in rows) == 100
     assert sum(a.query and a.step for a in rows) >= 200
@@ -79,7 +79,7 @@ def test_the_guards_own_apdus_are_recorded(config: CardConfig) -> None:
     target = PretendRealCard(config, parse_profile("faithful"))
     before = target.card.apdus
     runner = _run(target, "status-query-is-free.pin.yaml", destructive_ok=False)
-    rows = runner.latencies
+    rows = runner.session.latencies
     assert target.card.apdus - before == len(rows)
     assert sum(a.kind == "guard" for a in rows) > 0
     assert all(a.total_us >= a.wire_us for a in rows)
@@ -98,7 +98,7 @@ def test_through_pcscd_the_identification_is_recorded_too(tmp_path: Path) -> Non
         for name in ("block-survives-power.pin.yaml", "tearing-verify.pin.yaml"):
             before = target.apdus_received() or 0
             runner = _run(target, name)
-            rows = runner.latencies
+            rows = runner.session.latencies
             received = (target.apdus_received() or 0) - before
             assert received + (1 if total == 0 else 0) == len(rows)
             assert "identify" in {a.kind for a in rows}

@@ -20,11 +20,11 @@ from tests.support import run_pytest
 ROOT = Path(__file__).resolve().parent.parent
 CARD = """name: report-card
 pins:
-  jpki-auth: "7391"
+  jpki-auth: "0739"
   jpki-sign: "QZXWV9PL"
-  kenhojo-pin: "8264"
-  juki-pin: "5173"
-  common-pin: "6082"
+  kenhojo-pin: "0826"
+  juki-pin: "0517"
+  common-pin: "0608"
 reset_codes:
   window: "WINDOWCODE-ZQX81"
   kiosk: "KIOSKCODE-ZQX812"
@@ -34,13 +34,15 @@ identity:
   expiry_year: "2031"
   security_code: "4817"
 """
-#: every secret of that card: PINs, derived codes (照合番号A/B, birth key), reset codes
+#: every secret of that card: PINs, derived codes (照合番号A/B, birth key), reset codes. The
+#: 4-digit PINs start with 0: the reports are full of integers (µs of an APDU in the trace,
+#: "(7391 µs)" under load; ports; pids), and a formatted integer never does
 SECRETS = [
-    "7391",
+    "0739",
     "QZXWV9PL",
-    "8264",
-    "5173",
-    "6082",
+    "0826",
+    "0517",
+    "0608",
     "908172635443",
     "46110920314817",
     "461109",
@@ -230,14 +232,14 @@ def _leaks(folder: Path) -> list[str]:
     # a token bounded by anything but letters, digits, "_" and "-": Allure writes thousands of
     # UUIDs, whose groups are 4 hex digits between hyphens (the 4th one starts with 8-b), and a
     # 4-digit PIN matches one of them in a good share of runs. Nor part of a decimal number
-    # ("6082.3" µs in a latency CSV: an APDU that took 6.08 ms under load, 0.6082 ms)
+    # ("0.0608" ms in a latency CSV)
     patterns = [
         re.compile(_NOT_IN_A_TOKEN_BEFORE + re.escape(s.encode()) + _NOT_IN_A_TOKEN_AFTER)
         for s in SECRETS
     ]
     patterns += [re.compile(re.escape(s.encode().hex(" ").upper().encode()), re.I) for s in SECRETS]
     patterns += [re.compile(re.escape(s.encode().hex().encode()), re.I) for s in SECRETS]
-    # inside a Python bytes repr, after an escaped byte: b'\x00 \x00\x80\x047391'
+    # inside a Python bytes repr, after an escaped byte: b'\x00 \x00\x80\x040739'
     patterns += [re.compile(rb"\\x[0-9a-f]{2}" + re.escape(s.encode())) for s in SECRETS]
     for path in folder.rglob("*"):
         if path.is_file():
@@ -255,10 +257,10 @@ def test_no_pin_in_any_file_under_reports(reports: Path) -> None:
 
 
 def test_the_grep_would_see_a_pin(tmp_path: Path) -> None:
-    (tmp_path / "log.txt").write_text("VERIFY 00 20 00 80 04 37 33 39 31\n")
-    (tmp_path / "b.json").write_text('{"pin": "QZXWV9PL", "code": 7391}')
-    (tmp_path / "uuid.json").write_text('{"source": "a1046e16-44ec-4ac8-8264-9775e88168b9"}')
-    (tmp_path / "repr.txt").write_text("raw = b'\\x00 \\x00\\x80\\x047391'")
+    (tmp_path / "log.txt").write_text("VERIFY 00 20 00 80 04 30 37 33 39\n")
+    (tmp_path / "b.json").write_text('{"pin": "QZXWV9PL", "code": 0739}')
+    (tmp_path / "uuid.json").write_text('{"source": "a1046e16-44ec-4ac8-0826-9775e88168b9"}')
+    (tmp_path / "repr.txt").write_text("raw = b'\\x00 \\x00\\x80\\x040739'")
     assert sorted(x.split(":")[0] for x in _leaks(tmp_path)) == [
         "b.json",
         "b.json",
@@ -320,7 +322,7 @@ def test_no_pin_with_showlocals_when_a_run_fails_unexpectedly(
     from harness.emulator import load_card_config, personalise
 
     out = tmp_path / "reports"
-    env = {"PINLOOP_TEST_FAULT": fault, "PINLOOP_TEST_FAULT_ON": "7391"}
+    env = {"PINLOOP_TEST_FAULT": fault, "PINLOOP_TEST_FAULT_ON": "0739"}
     args = ["-p", "tests.host_faults", "-l", "--tb=long", "-vv", "-k", "jpki-auth"]
     emu = None
     if target == "inprocess":
@@ -343,7 +345,7 @@ def test_no_pin_with_showlocals_when_a_run_fails_unexpectedly(
         emu = EmulatorProcess(personalise(load_card_config(card)), tmp_path, daemon.slots[0].url)
         wait_for_card(daemon.slots[0].reader, 15)
         args[-2:] = ["--pinloop-target", f"reader:^{daemon.slots[0].reader}$"]
-        env |= {env_name("jpki-auth", JPKI): "7391", "PINLOOP_TEST_KILL_PID": str(emu.proc.pid)}
+        env |= {env_name("jpki-auth", JPKI): "0739", "PINLOOP_TEST_KILL_PID": str(emu.proc.pid)}
     try:
         proc = _pytest(out, *args, env=env)
     finally:

@@ -10,7 +10,7 @@ from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import load_card_config, parse_profile
 from harness.errors import CardRemoved
-from harness.runner import Runner
+from harness.run.runner import Runner
 from harness.scenario import load_scenarios
 from harness.target import InProcessTarget
 

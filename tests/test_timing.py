@@ -149,7 +149,7 @@ def test_a_leak_verdict_must_replicate_in_an_independent_run(
     from harness import timing
     from harness.emulator import load_card_config, parse_profile
     from harness.errors import HarnessError
-    from harness.runner import Runner
+    from harness.run.runner import Runner
     from harness.scenario import load_scenarios
     from harness.target import InProcessTarget
 
@@ -176,7 +176,7 @@ def test_a_leak_verdict_must_replicate_in_an_independent_run(
         return runner
 
     runner = run(("leak", -5.0), ("pass", 0.1))
-    assert any("did not replicate" in t for t in runner.trace)
+    assert any("did not replicate" in t for t in runner.session.trace)
     with pytest.raises(AssertionError, match="replicated in an independent run"):
         run(("leak", -5.0), ("leak", -6.0))
     with pytest.raises(HarnessError, match="leak, then leak in opposite directions"):
@@ -187,7 +187,7 @@ def test_a_leak_verdict_must_replicate_in_an_independent_run(
         run(("leak", -5.0, 55.0), ("leak", -6.0, -12.0))
     with pytest.raises(HarnessError, match="inconclusive, then leak"):
         run(("inconclusive", -5.0), ("leak", -6.0))
-    assert run(("pass", 0.0)).trace  # a pass is not repeated
+    assert run(("pass", 0.0)).session.trace  # a pass is not repeated
 
 
 def _cropped_ts(a: list[float], b: list[float]) -> list[float]:
@@ -236,8 +236,9 @@ def test_a_latency_budget_broken_must_be_broken_again(monkeypatch: pytest.Monkey
     """One run over budget that the independent repeat does not see (a stall of the host) is
     a pass with both runs in the trace; over again is the reader's defect, with both figures."""
     from harness.emulator import load_card_config, parse_profile
-    from harness.runner import Runner
+    from harness.run.runner import Runner
     from harness.scenario import load_scenarios
+    from harness.steps import latency
     from harness.target import InProcessTarget
 
     root = Path(__file__).resolve().parent.parent
@@ -247,20 +248,20 @@ def test_a_latency_budget_broken_must_be_broken_again(monkeypatch: pytest.Monkey
 
     def run(*figures: dict[str, float]) -> Runner:
         queue = list(figures)
-        real = Runner._latency_figures
+        real = latency.figures
 
-        def scripted(self, s, cmd, restore):  # type: ignore[no-untyped-def]
-            real(self, s, cmd, restore)  # the APDUs are still sent and recorded
+        def scripted(session, s, cmd, restore):  # type: ignore[no-untyped-def]
+            real(session, s, cmd, restore)  # the APDUs are still sent and recorded
             return queue.pop(0) if queue else fine
 
-        monkeypatch.setattr(Runner, "_latency_figures", scripted)
+        monkeypatch.setattr(latency, "figures", scripted)
         runner = Runner(InProcessTarget(load_card_config(), parse_profile("faithful")), scenario)
         runner.run()
         return runner
 
     # its two latency steps (status queries, wrong VERIFYs); the trace is the last step's
     runner = run(fine, stalled, fine)
-    assert any("did not replicate" in t for t in runner.trace), runner.trace
+    assert any("did not replicate" in t for t in runner.session.trace), runner.session.trace
     with pytest.raises(AssertionError, match=r"12\.700 ms, then 12\.700 ms in an independent"):
         run(fine, stalled, stalled)
 

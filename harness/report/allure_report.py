@@ -48,7 +48,9 @@ _LITERAL = re.compile(r"(literal:\s*)(\"[^\"]*\"|'[^']*'|[^,}\s]+)")
 
 def scenario_apps(scenario: Scenario, card: CardProfile) -> set[str]:
     apps = {card.pins_by_id[p].app for p in scenario.pins}
-    apps |= {s.app for s in scenario.steps if isinstance(s, M.Select) and s.app}
+    apps |= {
+        app for s in scenario.steps if s.action == "select" and (app := getattr(s, "app", None))
+    }
     return apps
 
 

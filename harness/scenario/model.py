@@ -1,8 +1,13 @@
-"""Typed scenario model: what a ``*.pin.yaml`` file means after loading and expansion."""
+"""Typed scenario model: what a ``*.pin.yaml`` file means after loading and expansion.
+
+The scenario, the values and expectations every step shares, and the base of the steps; each
+step kind's own model is in its module of :mod:`harness.steps`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from harness.errors import SourceLocation
 
@@ -38,99 +43,13 @@ class Expect:
 class Step:
     """Common to every step: where it is written, and what it expects."""
 
+    #: the action word of the step's kind (each kind's model sets it; :mod:`harness.steps`)
+    action: ClassVar[str] = ""
+
     where: SourceLocation
     snippet: str
     expect: Expect | None
     id: str | None
-
-    @property
-    def action(self) -> str:
-        return type(self).__name__.lower()
-
-
-@dataclass(frozen=True)
-class Select(Step):
-    pin: str | None = None
-    app: str | None = None
-    ef: int | None = None
-    aid: bytes | None = None
-
-
-@dataclass(frozen=True)
-class Verify(Step):
-    pin: str = ""
-    values: tuple[Value, ...] = ()
-    sfi: bool = False
-    repeat: int = 1
-
-
-@dataclass(frozen=True)
-class Status(Step):
-    pin: str = ""
-    sfi: bool = False
-    repeat: int = 1
-
-
-@dataclass(frozen=True)
-class Change(Step):
-    pin: str = ""
-    new: Value = "fresh"
-
-
-@dataclass(frozen=True)
-class Reinit(Step):
-    pin: str = ""
-    route: str = "window"
-    new: Value = "fresh"
-
-
-@dataclass(frozen=True)
-class Power(Step):
-    how: str = "cycle"
-
-
-@dataclass(frozen=True)
-class Read(Step):
-    ef: int = 0
-    sfi: bool = False
-    offset: int = 0
-    length: int = 256
-
-
-@dataclass(frozen=True)
-class Sign(Step):
-    key: str = "auth"
-
-
-@dataclass(frozen=True)
-class Apdu(Step):
-    raw: bytes = b""
-
-
-@dataclass(frozen=True)
-class OthersUnchanged(Step):
-    pin: str = ""
-
-
-@dataclass(frozen=True)
-class Latency(Step):
-    pin: str = ""
-    samples: int = 50
-    of: str = "status"
-
-
-@dataclass(frozen=True)
-class Tear(Step):
-    pin: str = ""
-    command: str = "verify"  # verify | change | reinit
-    delays_us: tuple[float, ...] = ()  # timed cuts by the power switch instead of write points
-
-
-@dataclass(frozen=True)
-class Leak(Step):
-    pin: str = ""
-    samples: int = 300
-    classes: str = "first-vs-last"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""JSON Schema of a scenario file (``*.pin.yaml``). Kept with the model it feeds.
+"""JSON Schema of a scenario file (``*.pin.yaml``): the file's top level, and the pieces the
+step kinds (:mod:`harness.steps`) build their bodies from (values, repeat counts, ``expect:``).
 
 What a file may name of the card (PIN ids and sets, applications, sign keys, re-initialisation
 routes) comes from the card profile it is loaded for: :func:`schema` and :func:`step_schema`
@@ -8,26 +9,12 @@ are made once per profile, when the first file is loaded for it.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 from harness.cards.profile import CardProfile
+from harness.steps import kinds
 
-#: the actions a step may have (exactly one)
-ACTIONS = (
-    "select",
-    "verify",
-    "status",
-    "change",
-    "reinit",
-    "power",
-    "read",
-    "sign",
-    "apdu",
-    "others_unchanged",
-    "latency",
-    "tear",
-    "leak",
-)
 VALUE_WORDS = [
     "right",
     "wrong",
@@ -46,15 +33,15 @@ RIGHT_VALUES = frozenset({"right", "new"})
 SW_PATTERN = "^([0-9A-Fa-f]{4}|63C[xX]|ok|blocked|wrong-length|denied|not-found)$"
 TRIES_PATTERN = "^(max|max-[0-9]+|unchanged|one-less|[0-9]+)$"
 
-_LITERAL = {
+LITERAL = {
     "type": "object",
     "additionalProperties": False,
     "required": ["literal"],
     "properties": {"literal": {"type": "string", "minLength": 1, "maxLength": 64}},
     "description": "{literal: '...'} (emulated cards only)",
 }
-_VALUE = {
-    "oneOf": [{"enum": VALUE_WORDS}, _LITERAL],
+VALUE = {
+    "oneOf": [{"enum": VALUE_WORDS}, LITERAL],
     "description": "one of " + ", ".join(VALUE_WORDS) + ", or {literal: '...'}",
 }
 
@@ -103,7 +90,7 @@ def _step(action: str, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_REPEAT = {
+REPEAT = {
     "oneOf": [
         {"type": "integer", "minimum": 1, "maximum": 64},
         {"type": "string", "pattern": "^max(-[0-9]+)?$"},
@@ -112,147 +99,42 @@ _REPEAT = {
 }
 
 
+@dataclass(frozen=True)
+class CardRefs:
+    """What a step body may name of the card a file is loaded for."""
+
+    #: a PIN id or a ``{placeholder}`` (checked by the parser, after expansion)
+    pin: dict[str, Any]
+    apps: list[str]
+    routes: list[str]
+    keys: list[str]
+
+
+def actions() -> tuple[str, ...]:
+    """The actions a step may have (exactly one), in the order the docs list them."""
+    return tuple(kinds())
+
+
 @functools.cache
 def steps(card: CardProfile) -> dict[str, dict[str, Any]]:
     """The body of each action's step, for a file loaded for ``card``."""
-    pin_ref = {
-        "type": "string",
-        "description": "a PIN id (" + ", ".join(card.pin_ids) + ") or {placeholder}",
-    }
-    return _steps(
-        pin_ref,
-        [a.id for a in card.applications],
-        list(card.reinit_routes),
-        list(card.sign_keys),
+    refs = CardRefs(
+        pin={
+            "type": "string",
+            "description": "a PIN id (" + ", ".join(card.pin_ids) + ") or {placeholder}",
+        },
+        apps=[a.id for a in card.applications],
+        routes=list(card.reinit_routes),
+        keys=list(card.sign_keys),
     )
+    return {action: kind.schema(refs) for action, kind in kinds().items()}
 
 
-def _one_of(names: list[str], what: str) -> dict[str, Any]:
+def one_of(names: list[str], what: str) -> dict[str, Any]:
     """An enum of ``names``; a card without any admits no value at all."""
     if names:
         return {"enum": names}
     return {"not": {}, "description": f"this card has no {what}"}
-
-
-def _steps(
-    pin_ref: dict[str, Any], app_ids: list[str], routes: list[str], keys: list[str]
-) -> dict[str, dict[str, Any]]:
-    return {
-        "select": {
-            "type": "object",
-            "additionalProperties": False,
-            "minProperties": 1,
-            "properties": {
-                "pin": pin_ref,
-                "app": {"enum": app_ids},
-                "ef": {"type": "string", "pattern": "^[0-9A-Fa-f]{4}$"},
-                "aid": {"type": "string", "pattern": "^([0-9A-Fa-f]{2}){1,16}$"},
-            },
-            "description": "{pin: ID} or {app: ID[, ef: FID]} or {aid: HEX}",
-        },
-        "verify": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["value"],
-            "properties": {
-                "value": {"oneOf": [_VALUE, {"type": "array", "minItems": 2, "items": _VALUE}]},
-                "pin": pin_ref,
-                "sfi": {"type": "boolean"},
-                "repeat": _REPEAT,
-            },
-        },
-        "status": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {"pin": pin_ref, "sfi": {"type": "boolean"}, "repeat": _REPEAT},
-        },
-        "change": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["new"],
-            "properties": {"new": _VALUE, "pin": pin_ref},
-        },
-        "reinit": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["route"],
-            "properties": {
-                "pin": pin_ref,
-                "route": _one_of(routes, "re-initialisation routes"),
-                "new": {"oneOf": [_VALUE, {"const": "none"}]},
-            },
-        },
-        "power": {
-            "enum": ["cycle", "reset", "reinsert", "cut"],
-            "description": "cycle | reset | reinsert | cut (by the reader's power switch)",
-        },
-        "read": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["ef"],
-            "properties": {
-                "ef": {"type": "string", "pattern": "^[0-9A-Fa-f]{4}$"},
-                "sfi": {"type": "boolean"},
-                "offset": {"type": "integer", "minimum": 0, "maximum": 32767},
-                "length": {"type": "integer", "minimum": 1, "maximum": 65536},
-            },
-        },
-        "sign": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["key"],
-            "properties": {"key": _one_of(keys, "signing keys")},
-        },
-        "apdu": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["hex"],
-            "properties": {"hex": {"type": "string", "minLength": 8}},
-        },
-        "others_unchanged": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {},
-            "description": "{} - every other PIN's counter is as at the start",
-        },
-        "latency": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["samples"],
-            "properties": {
-                "samples": {"type": "integer", "minimum": 5, "maximum": 5000},
-                "of": {"enum": ["status", "right", "wrong"]},
-            },
-            "description": "VERIFY latency vs the reader profile's budgets",
-        },
-        "tear": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "command": {"enum": ["verify", "change", "reinit"]},
-                "delays_us": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": 500,
-                    "items": {"type": "number", "minimum": 0, "maximum": 10000000},
-                    "description": "cut a wrong VERIFY this long after it is sent, by the"
-                    " reader's power switch (any card)",
-                },
-            },
-            "description": "{command: verify|change|reinit} - cut power at every write point of"
-            " that command (emulated card), or {delays_us: [...]} - timed cuts of a wrong VERIFY",
-        },
-        "leak": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["samples"],
-            "properties": {
-                "classes": {"enum": ["first-vs-last", "right-vs-wrong", "blocked"]},
-                "samples": {"type": "integer", "minimum": 20, "maximum": 20000},
-            },
-            "description": "a statistical timing leak test of two input classes (permutation test)",
-        },
-    }
 
 
 @functools.cache
@@ -306,7 +188,7 @@ def schema(card: CardProfile) -> dict[str, Any]:
                 "minItems": 1,
                 "items": {
                     "type": "object",
-                    "description": "a step with exactly one action: " + ", ".join(ACTIONS),
+                    "description": "a step with exactly one action: " + ", ".join(actions()),
                 },
             },
         },

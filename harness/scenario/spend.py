@@ -12,6 +12,12 @@ from __future__ import annotations
 
 from harness.scenario import model as M
 from harness.scenario.schema import RIGHT_VALUES
+from harness.steps.change import Change
+from harness.steps.latency import Latency
+from harness.steps.leak import Leak
+from harness.steps.reinit import Reinit
+from harness.steps.tear import Tear
+from harness.steps.verify import Verify
 
 
 def declared_spend(scenario: M.Scenario, max_tries: dict[str, int] | None = None) -> dict[str, int]:
@@ -24,26 +30,26 @@ def declared_spend(scenario: M.Scenario, max_tries: dict[str, int] | None = None
         peak[pin] = max(peak.get(pin, 0), out[pin])
 
     for step in scenario.steps:
-        if isinstance(step, M.Verify):
+        if isinstance(step, Verify):
             for _ in range(step.repeat):
                 for v in step.values:
                     if isinstance(v, str) and v in RIGHT_VALUES:
                         out[step.pin] = 0
                     else:
                         spend(step.pin)
-        elif isinstance(step, M.Change | M.Reinit):
+        elif isinstance(step, Change | Reinit):
             spend(step.pin)  # a wrong old PIN or reset code is a wrong try
-        elif isinstance(step, M.Latency):
+        elif isinstance(step, Latency):
             if step.of == "wrong":
                 spend(step.pin)
                 out[step.pin] = 0
-        elif isinstance(step, M.Leak):
+        elif isinstance(step, Leak):
             if step.classes == "blocked":
                 spend(step.pin, (max_tries or {}).get(step.pin, 15) + 1)
             else:
                 spend(step.pin)
                 out[step.pin] = 0
-        elif isinstance(step, M.Tear):
+        elif isinstance(step, Tear):
             spend(step.pin)
             if step.delays_us:
                 out[step.pin] = 0

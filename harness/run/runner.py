@@ -1,0 +1,90 @@
+"""Run a scenario's steps on a target: begin, each step by its kind, end.
+
+Safety on real cards is not the runner's job: every APDU it sends to a card that is not the
+emulator passes the target's guard (:mod:`harness.guard`), which refuses what could block,
+change or leave a PIN short. The runner tells the target what the scenario declares
+(:func:`harness.scenario.spend.declared_spend`) when it begins, and lets it restore the card
+when the scenario ends. What only the emulator has (literal and fresh PINs, the test
+re-initialisation) is refused on a real card by the session and the steps that need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from harness.errors import ConfigError, SourceLocation, TransportError
+from harness.run.session import CardSession
+from harness.scenario import model as M
+from harness.scenario.spend import declared_spend
+from harness.steps import kind_of
+from harness.target import Target
+
+
+class Runner:
+    """One scenario on one target; what it sent and measured is on :attr:`session`."""
+
+    def __init__(
+        self,
+        target: Target,
+        scenario: M.Scenario,
+        *,
+        destructive_ok: bool = False,
+        reveal: bool = False,
+    ) -> None:
+        self.target = target
+        self.scenario = scenario
+        card = target.card_profile
+        if scenario.card and scenario.card != card.name:
+            raise ConfigError(
+                f"{scenario.name}: loaded for the {scenario.card} card, run on {target.name}, "
+                f"which holds the {card.name} card",
+                SourceLocation(scenario.path, scenario.line),
+            )
+        self.destructive_ok = destructive_ok
+        self.session = CardSession(target, scenario, reveal=reveal)
+        #: wraps each step (the pytest plugin puts an Allure step around it)
+        self.step_context: Callable[[int, M.Step], AbstractContextManager[object]] = (
+            lambda index, step: contextlib.nullcontext()
+        )
+
+    def run(self) -> None:
+        """Begin (the target brings the card to the scenario's start), the steps, then the
+        end (a real card's counters and values put back), unless the connection failed."""
+        session = self.session
+        spend = declared_spend(
+            self.scenario, {p: self.target.max_tries(p) for p in session.card.pin_ids}
+        )
+        try:
+            self.target.begin(
+                self.scenario.pins,
+                spend=spend,
+                destructive_ok=self.destructive_ok,
+                log=session.note,
+            )
+            session.lab_done()
+            try:
+                self._steps()
+            except TransportError:
+                raise  # the card's state is unknown: the next scenario sets the target up afresh
+            except BaseException:
+                try:
+                    self.target.end()
+                except Exception as exc:  # the scenario's own failure is the one reported
+                    session.note(f"after the failure, putting the card back failed too: {exc}")
+                raise
+            self.target.end()
+        finally:
+            self.target.end_record()  # what the target sends from now on is the next one's
+
+    def _steps(self) -> None:
+        session = self.session
+        if any(s.action == "others_unchanged" for s in self.scenario.steps):
+            session.step = self.scenario.steps[0]  # a failed read is reported at the first step
+            session.start_counters = {p.id: session.tries(p.id) for p in session.card.pins}
+        for index, step in enumerate(self.scenario.steps, 1):
+            session.step = step
+            session.trace = []
+            with self.step_context(index, step):
+                kind_of(step).run(session, step)

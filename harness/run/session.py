@@ -1,0 +1,230 @@
+"""The card session of one scenario run: everything a step sends goes through it.
+
+It knows what is selected (so that a step re-selects only when it must), keeps the step's
+APDU trace (PINs masked) and the run's timing record (a row per APDU, with its kind from
+:data:`harness.timing.KINDS`), turns a scenario's PIN values (``right``, ``wrong-last``,
+``fresh`` ...) into bytes, and builds the failure of a broken expectation. What the steps
+measured (marginal budgets, the timing series of a leak test) is kept here for the outputs.
+
+Safety on real cards is not its job: every APDU to a card that is not the emulator passes the
+target's guard (:mod:`harness.guard`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from harness.apdu import commands as C
+from harness.apdu import render_command
+from harness.apdu import sw as SW
+from harness.apdu.model import CommandAPDU, ResponseAPDU
+from harness.cards.profile import CardProfile, PinSpec
+from harness.errors import ConfigError, HarnessError
+from harness.guard import UnsafeStep
+from harness.run.expect import ExpectationFailed
+from harness.scenario import model as M
+from harness.secret import Secret
+from harness.target import Target
+from harness.timing import ApduTime
+from harness.transport.base import Transport
+
+_INS = [f"{i:02X}" for i in range(256)]
+_clock = time.perf_counter_ns
+
+
+def _other_char(c: int, letters: bool) -> int:
+    if letters:
+        return ord("B") if c != ord("B") else ord("C")
+    return ord("0") if c != ord("0") else ord("1")
+
+
+def _variant(right: bytes, v: str, spec: PinSpec, pin: str) -> Secret:
+    """A value derived from the PIN ``right``: not the PIN (wrong, lower, short ...)."""
+    letters = spec.format.letters
+    if v in ("wrong", "wrong-first"):
+        return Secret(bytes((_other_char(right[0], letters),)) + right[1:])
+    if v == "wrong-last":
+        return Secret(right[:-1] + bytes((_other_char(right[-1], letters),)))
+    if v == "lower":
+        if right.lower() == right:
+            raise HarnessError(f"{pin} has no letters: its lower case is the right PIN")
+        return Secret(right.lower())
+    if v == "short":
+        return Secret(right[: spec.format.min_len - 1])
+    if v == "long":
+        return Secret((right * 3)[: spec.format.max_len + 1])
+    if v == "bad-charset":
+        return Secret((b"a" if letters else b"A") * len(right))
+    raise ValueError(f"unknown value {v!r}")
+
+
+def _fresh(right: Secret, letters: bool) -> Secret:
+    """A random valid PIN that is not ``right`` (emulated cards only)."""
+    while True:
+        fresh = Secret(
+            b"PL%06d" % secrets.randbelow(10**6)
+            if letters
+            else b"%0*d" % (len(right), secrets.randbelow(10 ** len(right)))
+        )
+        if fresh != right:
+            return fresh
+
+
+class CardSession:
+    """One scenario's conversation with the card of ``target``."""
+
+    def __init__(self, target: Target, scenario: M.Scenario, *, reveal: bool = False) -> None:
+        self.target = target
+        self.scenario = scenario
+        #: what the session knows of the card: the target's profile
+        self.card: CardProfile = target.card_profile
+        self.reveal = reveal
+        #: the step being run (a failure names it)
+        self.step: M.Step | None = None
+        #: the current step's APDUs and notes (PINs masked)
+        self.trace: list[str] = []
+        #: what is selected, as far as the session knows (None: unknown)
+        self.app: str | None = None
+        self.ef: int | None = None
+        self.values: dict[str, Secret] = {}  # PIN values after change / reinit
+        self.new: dict[str, Secret] = {}
+        #: every PIN's counter when the steps began (for others_unchanged)
+        self.start_counters: dict[str, int] = {}
+        #: every APDU sent while this session runs, each with its kind (timing.KINDS): the
+        #: steps', timing samples, warm-ups and restores, cuts, and what the target and the
+        #: guard send on their own (the target records into the same list)
+        self.latencies: list[ApduTime] = target.new_record()
+        #: when the harness's path to the next APDU began: the previous response, or the end
+        #: of the last lab operation (power, reconnection) or analysis, which are not its path
+        self._mark = _clock()
+        #: what the steps measured, for the outputs
+        self.marginal: list[str] = []  # budgets met only marginally
+        self.timing_series: dict[str, list[float]] = {}  # classes of a leak test, µs
+
+    # -- failures and notes -------------------------------------------------------------------
+    def fail(self, what: str, expected: str, actual: str) -> ExpectationFailed:
+        """The device defect of the current step (raise it)."""
+        step = self.step if self.step is not None else self.scenario.steps[0]
+        return ExpectationFailed(
+            self.scenario, step, what, expected, actual, self.trace, self.target.name
+        )
+
+    def note(self, text: str) -> None:
+        self.trace.append(f"-- {text}")
+
+    # -- APDUs --------------------------------------------------------------------------------
+    def tx(self, cmd: CommandAPDU, kind: str = "step") -> ResponseAPDU:
+        """Send ``cmd``; its line goes into the trace."""
+        resp, us = self.sample(cmd, kind)
+        shown = render_command(cmd, reveal=self.reveal)
+        if len(shown) > 60:
+            shown = shown[:50] + f"… ({len(cmd.to_bytes())} B)"
+        data = f" +{len(resp.data)} B" if resp.data else ""
+        self.trace.append(f">> {shown}  << {resp.sw:04X}{data}  ({us:.0f} µs)")
+        return resp
+
+    def sample(self, cmd: CommandAPDU, kind: str = "step") -> tuple[ResponseAPDU, float]:
+        """One APDU and its time at the transport (µs, monotonic ns clock), recorded with the
+        harness's whole path to it (from the previous response, less what the guard sent on
+        its own, which has rows of its own). A failed APDU is recorded too, unless the guard
+        refused it (then nothing was sent). Not in the trace: for timing series."""
+        transport = self.target.transport
+        try:
+            resp = transport.transmit(cmd)
+        except BaseException:
+            if getattr(transport, "last_sent", True):
+                self._row(transport, cmd, kind, answered=False)
+            raise
+        return resp, self._row(transport, cmd, kind)
+
+    def _row(
+        self, transport: Transport, cmd: CommandAPDU, kind: str, answered: bool = True
+    ) -> float:
+        now = _clock()
+        total = now - self._mark - getattr(transport, "last_extra_ns", 0)
+        self._mark = now
+        wire = transport.last_wire_ns / 1e3
+        self.latencies.append(
+            ApduTime(
+                _INS[cmd.ins], cmd.ins == 0x20 and not cmd.data, wire, total / 1e3, kind, answered
+            )
+        )
+        return wire
+
+    def lab_done(self) -> None:
+        """A lab operation (power, reconnection) or an analysis ended: the harness's path to
+        the next APDU starts now."""
+        self._mark = _clock()
+
+    def forget_selection(self) -> None:
+        """Nothing is known to be selected (after a reset, a cut, a raw SELECT)."""
+        self.app = self.ef = None
+
+    # -- selection ----------------------------------------------------------------------------
+    def select_app(self, app: str) -> None:
+        resp = self.tx(C.select_df(self.card.apps_by_id[app].aid))
+        if not resp.ok:
+            raise self.fail(f"SELECT {app}", "9000", SW.describe(resp.sw))
+        self.app, self.ef = app, None
+
+    def select_pin(self, pin: str, *, keep_app: bool = True) -> None:
+        """Make ``pin``'s EF current; re-selects the DF only when another one is selected."""
+        spec = self.card.pins_by_id[pin]
+        if self.app != spec.app or not keep_app:
+            self.select_app(spec.app)
+        if self.ef != spec.fid:
+            resp = self.tx(C.select_ef(spec.fid))
+            if not resp.ok:
+                raise self.fail(f"SELECT EF {spec.fid:04X}", "9000", SW.describe(resp.sw))
+            self.ef = spec.fid
+
+    def tries(self, pin: str, *, sfi: bool = False) -> int:
+        """``pin``'s counter by a status query (selected by its EF, or by SFI)."""
+        return self.status(pin, sfi=sfi)[1]
+
+    def status(self, pin: str, *, sfi: bool = False) -> tuple[ResponseAPDU, int]:
+        """A status query of ``pin``: the answer and the tries it says are left."""
+        spec = self.card.pins_by_id[pin]
+        if sfi:
+            if self.app != spec.app:
+                self.select_app(spec.app)
+            resp = self.tx(C.pin_status(sfi=spec.fid))
+        else:
+            self.select_pin(pin)
+            resp = self.tx(C.pin_status())
+        left = SW.retries_left(resp.sw)
+        if left is None:
+            raise self.fail(f"status query of {pin}", "63Cx", SW.describe(resp.sw))
+        return resp, left
+
+    # -- PIN values ---------------------------------------------------------------------------
+    def value(self, pin: str, v: M.Value) -> Secret:
+        """The bytes ``v`` stands for, as a :class:`Secret` (wrong variants of a PIN give away
+        most of it, so they are secrets too)."""
+        spec = self.card.pins_by_id[pin]
+        if isinstance(v, M.Literal):
+            if not self.target.emulated:
+                raise UnsafeStep("literal PIN values are for emulated cards only")
+            return Secret(v.value.encode())
+        if v == "new":
+            if pin not in self.new:
+                step = self.step
+                raise ConfigError(
+                    f"value new for {pin} before any change or reinit",
+                    step.where if step is not None else None,
+                    snippet=step.snippet if step is not None else "",
+                )
+            return self.new[pin]
+        right = self.values.get(pin) or self.target.secret(pin)
+        if v == "right":
+            return right
+        if v == "fresh":
+            if not self.target.emulated:
+                raise UnsafeStep("a fresh PIN on a real card would be unknown to the lab")
+            return _fresh(right, spec.format.letters)
+        return _variant(right.reveal(), v, spec, pin)
+
+    def now_holds(self, pin: str, value: Secret) -> None:
+        """``pin`` was changed or re-initialised to ``value`` (``right`` and ``new`` from now)."""
+        self.values[pin] = self.new[pin] = value

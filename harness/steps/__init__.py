@@ -1,0 +1,87 @@
+"""The step kinds of the scenario language, one module each.
+
+A step kind is a :class:`StepKind`: its action word, its typed model (a frozen dataclass
+derived from :class:`harness.scenario.model.Step`), the JSON Schema of its body for a card
+profile, the parser that turns a checked body into the model, and the function that runs it
+through a :class:`~harness.run.session.CardSession`. The scenario schema, the loader and the
+runner take every kind from :func:`kinds`, in the order of :data:`BUILT_IN`; a new kind is one
+new module here (added to :data:`BUILT_IN`) or, from outside pinloop, :func:`register`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.run.session import CardSession
+    from harness.scenario.model import Step
+    from harness.scenario.parse import Parse
+    from harness.scenario.schema import CardRefs
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """One action of the scenario language."""
+
+    action: str
+    model: type[Step]
+    #: the body's JSON Schema, for the names the card profile admits
+    schema: Callable[[CardRefs], dict[str, Any]]
+    #: the model from a body the schema accepted (``common``: where, snippet, expect, id)
+    parse: Callable[[Parse, Any, dict[str, Any]], Step]
+    #: run the step; a broken expectation raises the session's failure
+    run: Callable[[CardSession, Any], None]
+    #: whether the step addresses a PIN (so ``expect.tries`` and ``expect.blocked`` apply)
+    pin_step: Callable[[Step], bool] = lambda step: False
+    #: one line for the scenario language's table of steps (docs/scenarios.md)
+    doc: str = ""
+
+
+#: the modules of the built-in kinds, in the order the docs and error messages list them
+BUILT_IN = (
+    "select",
+    "verify",
+    "status",
+    "change",
+    "reinit",
+    "power",
+    "read",
+    "sign",
+    "apdu",
+    "others_unchanged",
+    "latency",
+    "tear",
+    "leak",
+)
+
+_KINDS: dict[str, StepKind] = {}
+
+
+def register(kind: StepKind) -> StepKind:
+    """Add a step kind (one whose action is taken already is an error)."""
+    if kind.action in _KINDS and _KINDS[kind.action] is not kind:
+        raise ValueError(f"step kind {kind.action!r} is registered already")
+    _KINDS[kind.action] = kind
+    return kind
+
+
+def unregister(action: str) -> None:
+    """Remove a kind added by :func:`register` (tests)."""
+    if action in BUILT_IN:
+        raise ValueError(f"{action!r} is a built-in step kind")
+    _KINDS.pop(action, None)
+
+
+def kinds() -> dict[str, StepKind]:
+    """Every step kind by action: the built-in ones first, in :data:`BUILT_IN` order."""
+    if len(_KINDS) < len(BUILT_IN) or any(a not in _KINDS for a in BUILT_IN):
+        for name in BUILT_IN:
+            register(importlib.import_module(f"harness.steps.{name}").KIND)
+    return _KINDS
+
+
+def kind_of(step: Step) -> StepKind:
+    return kinds()[step.action]

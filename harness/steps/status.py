@@ -1,0 +1,63 @@
+"""``status: {pin?, sfi?, repeat?}``: the status query of a PIN (VERIFY without data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from harness.apdu import commands as C
+from harness.run.expect import check, tries_before
+from harness.scenario.model import Step
+from harness.scenario.schema import REPEAT
+from harness.steps import StepKind
+
+if TYPE_CHECKING:
+    from harness.run.session import CardSession
+    from harness.scenario.parse import Parse
+    from harness.scenario.schema import CardRefs
+
+
+@dataclass(frozen=True)
+class Status(Step):
+    action: ClassVar[str] = "status"
+    pin: str = ""
+    sfi: bool = False
+    repeat: int = 1
+
+
+def schema(refs: CardRefs) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"pin": refs.pin, "sfi": {"type": "boolean"}, "repeat": REPEAT},
+    }
+
+
+def parse(c: Parse, body: Any, common: dict[str, Any]) -> Status:
+    pin, repeat = c.counted(body)
+    return Status(**common, pin=pin, sfi=bool(body.get("sfi")), repeat=repeat)
+
+
+def run(session: CardSession, s: Status) -> None:
+    for i in range(s.repeat):
+        before = tries_before(session, s, s.pin, s.sfi)
+        if s.sfi:
+            spec = session.card.pins_by_id[s.pin]
+            if session.app != spec.app:
+                session.select_app(spec.app)
+            resp = session.tx(C.pin_status(sfi=spec.fid))
+        else:
+            session.select_pin(s.pin)
+            resp = session.tx(C.pin_status())
+        check(session, s, resp, s.pin, before, sfi=s.sfi, final=i == s.repeat - 1)
+
+
+KIND = StepKind(
+    "status",
+    Status,
+    schema,
+    parse,
+    run,
+    pin_step=lambda s: True,
+    doc="the free status query (VERIFY without data)",
+)
