@@ -74,10 +74,14 @@ EXPECT: dict[str, Any] = {
 _COMMON = {"id": {"type": "string"}, "note": {"type": "string"}, "expect": EXPECT}
 
 
-@functools.cache
 def step_schema(card: CardProfile, action: str) -> dict[str, Any]:
     """The schema of one step whose action is ``action`` (checked after the action is known).
-    One object per profile and action, so that its validator is made once."""
+    One object per profile, action and set of step kinds, so that its validator is made once."""
+    return _step_schema(card, action, tuple(kinds().values()))
+
+
+@functools.cache
+def _step_schema(card: CardProfile, action: str, _kinds: tuple[object, ...]) -> dict[str, Any]:
     return _step(action, steps(card)[action])
 
 
@@ -115,9 +119,13 @@ def actions() -> tuple[str, ...]:
     return tuple(kinds())
 
 
-@functools.cache
 def steps(card: CardProfile) -> dict[str, dict[str, Any]]:
     """The body of each action's step, for a file loaded for ``card``."""
+    return _steps(card, tuple(kinds().values()))
+
+
+@functools.cache
+def _steps(card: CardProfile, _kinds: tuple[object, ...]) -> dict[str, dict[str, Any]]:
     refs = CardRefs(
         pin={
             "type": "string",
@@ -137,9 +145,13 @@ def one_of(names: list[str], what: str) -> dict[str, Any]:
     return {"not": {}, "description": f"this card has no {what}"}
 
 
-@functools.cache
 def schema(card: CardProfile) -> dict[str, Any]:
     """The schema of a whole file loaded for ``card`` (its steps checked one by one after)."""
+    return _schema(card, tuple(kinds().values()))
+
+
+@functools.cache
+def _schema(card: CardProfile, _kinds: tuple[object, ...]) -> dict[str, Any]:
     pin_ids = list(card.pin_ids)
     pin_sets = list(card.pin_sets)
     return {
