@@ -47,8 +47,10 @@ from harness.report.allure_report import (
     runtime_metadata,
     step_context,
 )
+from harness.report.records import write_records
 from harness.report.summary import Row, Summary
 from harness.run.expect import ExpectationFailed
+from harness.run.record import ScenarioRecord, first_line
 from harness.scenario import Scenario, load_scenarios
 from harness.target import Target, TargetError, make_target
 from harness.timing import ApduTime
@@ -60,6 +62,12 @@ MARKERS = {
     "needs_reinit": "uses the emulator's re-initialisation test mechanism",
     "pinloop_target(name)": "the target a scenario item runs against",
 }
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from harness import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -116,6 +124,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SUMMARY] = Summary()
     config.stash[_LAB_FAULTS] = set()
     config.stash[_READERS] = {}
+    config.stash[_RECORDS] = []
     if config.getoption("--pinloop-readers"):
         from harness import readerprofile
 
@@ -200,7 +209,8 @@ def _junit_errors(path: Path, nodeids: set[str]) -> None:
 
 
 def _record(item: ScenarioItem, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
-    """One row of the per-reader summary: failed = the device, error = the lab."""
+    """The item's result record, its outcome set (failed = the device, error = the lab,
+    skipped with its reason), and its row of the per-reader summary made from it."""
     if report.skipped:
         result = "skipped"
     elif report.failed:
@@ -210,17 +220,40 @@ def _record(item: ScenarioItem, call: pytest.CallInfo[None], report: pytest.Test
         result = "passed"
     target = item.target
     reader = target.report_name if target is not None else item.spec
+    record = item.record
+    if record is None:  # it never ran: skipped, or an error in its set-up
+        record = ScenarioRecord(
+            target=item.spec,
+            reader=reader,
+            card=item.config.stash[_POOL].card.name,
+            scenario=item.scenario.name,
+            rule=item.scenario.rule,
+            file=item.scenario.path,
+            line=item.scenario.line,
+            params=dict(item.scenario.params),
+            tags=sorted(item.scenario.tags),
+        )
+        item.record = record
+    record.outcome = result
+    if result in ("skipped", "failed", "error") and call.excinfo is not None:
+        exc_value = call.excinfo.value
+        record.message = (
+            str(getattr(exc_value, "msg", "")) or first_line(exc_value)
+            if result == "skipped"
+            else first_line(exc_value)
+        )
+    item.config.hook.pytest_pinloop_scenario(item=item, record=record)
     times: list[ApduTime] = getattr(item, "latencies", [])
     scenario = item.nodeid.split("::", 1)[-1].rsplit("@", 1)[0]
     row = Row(
         reader,
         scenario,
-        item.scenario.rule,
-        result,
+        record.rule,
+        record.outcome,
         verify_us=[a.wire_us for a in times if a.verify and a.step],
         query_us=[a.wire_us for a in times if a.query and a.step],
         overhead_us=[a.overhead_us for a in times],
-        marginal=list(getattr(item, "marginal", [])),
+        marginal=record.marginal,
         apdus={
             kind: sum(a.kind == kind for a in times) for kind in sorted({a.kind for a in times})
         },
@@ -230,6 +263,7 @@ def _record(item: ScenarioItem, call: pytest.CallInfo[None], report: pytest.Test
     # Carried on the report, which pytest-xdist ships from a worker to the controller (extra
     # attributes travel with it); pytest_runtest_logreport collects it where files are written.
     report.pinloop_row = asdict(row)  # type: ignore[attr-defined]
+    report.pinloop_record = record.to_json()  # type: ignore[attr-defined]
     report.pinloop_reader = (  # type: ignore[attr-defined]
         describe_target(item.spec, target)
         if target is not None
@@ -266,6 +300,9 @@ class SummaryCollector:
                 self.config.stash[_SUMMARY].add(Row(reader, scenario, "", "error"))
             return
         self.config.stash[_SUMMARY].add(Row(**row))
+        record = getattr(report, "pinloop_record", None)
+        if record is not None:
+            self.config.stash[_RECORDS].append(record)
         reader = dict(report.pinloop_reader)
         known = self.config.stash[_READERS].setdefault(
             reader["target"] + "|" + reader["name"], reader
@@ -294,6 +331,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if reports:
         try:
             config.stash[_SUMMARY].write(Path(reports))
+            write_records(Path(reports) / "records", config.stash[_RECORDS], config.stash[_READERS])
         except OSError as exc:  # a full or read-only disk: said, and the other outputs go on
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
             if reporter is not None:
@@ -464,6 +502,7 @@ _ALLURE = pytest.StashKey[SafeFileLogger | None]()
 _LAB_FAULTS = pytest.StashKey[set[str]]()
 _SUMMARY = pytest.StashKey[Summary]()
 _READERS = pytest.StashKey[dict[str, dict[str, str]]]()
+_RECORDS = pytest.StashKey[list[dict[str, Any]]]()
 
 
 class ScenarioFile(pytest.File):
@@ -497,6 +536,8 @@ class ScenarioItem(pytest.Item):
         self.scenario = scenario
         self.spec = spec
         self.target: Target | None = None
+        #: the result record (set when the scenario runs, or by the report if it never did)
+        self.record: ScenarioRecord | None = None
 
     def setup(self) -> None:
         pool = self.config.stash[_POOL]
@@ -529,8 +570,16 @@ class ScenarioItem(pytest.Item):
             destructive_ok=self.target.emulated or self.target.name in allowed,
             reveal=self.config.getoption("--pinloop-reveal"),
         )
-        self.user_properties.append(("reader", self.target.report_name))
-        self.user_properties.append(("rule", self.scenario.rule))
+        session = runner.session
+        session.record.target = self.spec
+        hook = self.config.hook
+        session.on_apdu = lambda cmd: hook.pytest_pinloop_apdu(session=session, command=cmd)
+        runner.on_step = lambda step, rec: hook.pytest_pinloop_step(
+            session=session, step=step, record=rec
+        )
+        self.record = session.record
+        self.user_properties.append(("reader", session.record.reader))
+        self.user_properties.append(("rule", session.record.rule))
         card = getattr(self.target, "card", None)
         runtime_metadata(
             self.scenario,
@@ -565,10 +614,10 @@ class ScenarioItem(pytest.Item):
                 seen = getattr(self.target, "_pinloop_apdus_seen", 0)
                 self.card_apdus = received - seen
                 self.target._pinloop_apdus_seen = received  # type: ignore[attr-defined]
-            self.marginal = runner.session.marginal
-            if runner.session.marginal:
-                mark_marginal(self.scenario, runner.session.marginal)
-                self.user_properties.append(("marginal", "; ".join(runner.session.marginal)))
+            marks = runner.session.record.marginal
+            if marks:
+                mark_marginal(self.scenario, marks)
+                self.user_properties.append(("marginal", "; ".join(marks)))
             timing = any(s.action in ("latency", "leak") for s in self.scenario.steps)
             attach_timing(
                 runner.session.latencies,

@@ -2,7 +2,8 @@
 
 ``PINLOOP_INJECT="FAULT:SCENARIO:N"``: in the first item whose rule and PIN read
 ``SCENARIO`` (e.g. ``lock-at-exactly-n[jpki-auth]``), FAULT happens just before its N-th APDU
-goes out, so the transport meets the fault on that APDU. Faults (pcscd target):
+goes out (pinloop's ``pytest_pinloop_apdu`` hook), so the transport meets the fault on that
+APDU. Faults (pcscd target):
 
 - ``kill-emulator``: the emulator stops dead (its link closes, it never comes back);
 - ``restart-pcscd``: pcscd is stopped and started again under the open connection;
@@ -24,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from harness.apdu.model import CommandAPDU, ResponseAPDU
+from harness.apdu.model import CommandAPDU
 from harness.emulator import EmulatedCard
 from harness.run.session import CardSession
 
@@ -49,33 +50,22 @@ def _inject(fault: str, target: Any) -> None:
     time.sleep(0.05)  # let the daemon see it before the APDU goes out
 
 
+_STATE: dict[str, Any] = {}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     spec = os.environ.get("PINLOOP_INJECT")
     if not spec:
         return
     fault, where, n = spec.rsplit(":", 2)
-    state: dict[str, Any] = {"fault": None, "count": 0, "seen": [], "item": ""}
-    tx, transmit = CardSession.tx, EmulatedCard.transmit
-
-    def session_tx(self: CardSession, cmd: CommandAPDU, kind: str = "step") -> ResponseAPDU:
-        label = f"{self.scenario.rule}[{self.scenario.params.get('pin', '')}]"
-        state["item"] = label
-        if state["fault"] is None and label == where:
-            state["count"] += 1
-            if state["count"] == int(n):
-                state["fault"] = {
-                    "item": label,
-                    "apdu": _digest(cmd.to_bytes()),
-                    "at": len(state["seen"]),
-                }
-                _inject(fault, self.target)
-        return tx(self, cmd, kind)
+    state = _STATE
+    state.update(fault=None, count=0, seen=[], item="", spec=(fault, where, int(n)))
+    transmit = EmulatedCard.transmit
 
     def card_transmit(self: EmulatedCard, raw: bytes) -> bytes:
         state["seen"].append({"item": state["item"], "apdu": _digest(raw)})
         return transmit(self, raw)
 
-    CardSession.tx = session_tx  # type: ignore[method-assign]
     EmulatedCard.transmit = card_transmit  # type: ignore[method-assign]
 
     def write() -> None:
@@ -84,3 +74,22 @@ def pytest_configure(config: pytest.Config) -> None:
             Path(log).write_text(json.dumps({"fault": state["fault"], "seen": state["seen"]}))
 
     config.add_cleanup(write)
+
+
+def pytest_pinloop_apdu(session: CardSession, command: CommandAPDU) -> None:
+    """pinloop's hook: each APDU a step is about to send."""
+    state = _STATE
+    if not state:
+        return
+    fault, where, n = state["spec"]
+    label = f"{session.scenario.rule}[{session.scenario.params.get('pin', '')}]"
+    state["item"] = label
+    if state["fault"] is None and label == where:
+        state["count"] += 1
+        if state["count"] == n:
+            state["fault"] = {
+                "item": label,
+                "apdu": _digest(command.to_bytes()),
+                "at": len(state["seen"]),
+            }
+            _inject(fault, session.target)

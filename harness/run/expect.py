@@ -101,7 +101,9 @@ def tries_before(session: CardSession, step: Step, pin: str, sfi: bool = False) 
     """The counter before ``step``, read only when its expectation is relative to it."""
     e = step.expect
     if e is not None and e.tries in ("unchanged", "one-less"):
-        return session.tries(pin, sfi=sfi)
+        before = session.tries(pin, sfi=sfi)
+        session.saw_tries(pin, "before", before)
+        return before
     return None
 
 
@@ -134,6 +136,7 @@ def check(
     after: int | None = None
     if e.tries is not None or e.blocked is not None:
         after = session.tries(pin, sfi=sfi)
+        session.saw_tries(pin, "after", after)
     if e.tries is not None and after is not None:
         want = tries_expected(e.tries, before, session.target.max_tries(pin))
         if after != want:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from harness.errors import ConfigError, SourceLocation, TransportError
+from harness.guard import Refused
+from harness.run.record import StepRecord, first_line
 from harness.run.session import CardSession
 from harness.scenario import model as M
 from harness.scenario.spend import declared_spend
@@ -48,6 +50,8 @@ class Runner:
         self.step_context: Callable[[int, M.Step], AbstractContextManager[object]] = (
             lambda index, step: contextlib.nullcontext()
         )
+        #: called after each step, with its record (``pytest_pinloop_step``)
+        self.on_step: Callable[[M.Step, StepRecord], None] | None = None
 
     def run(self) -> None:
         """Begin (the target brings the card to the scenario's start), the steps, then the
@@ -80,11 +84,32 @@ class Runner:
 
     def _steps(self) -> None:
         session = self.session
+        record = session.record
         if any(s.action == "others_unchanged" for s in self.scenario.steps):
-            session.step = self.scenario.steps[0]  # a failed read is reported at the first step
+            session.begin_step(1, self.scenario.steps[0])  # a failed read is the first step's
             session.start_counters = {p.id: session.tries(p.id) for p in session.card.pins}
         for index, step in enumerate(self.scenario.steps, 1):
-            session.step = step
-            session.trace = []
-            with self.step_context(index, step):
-                kind_of(step).run(session, step)
+            step_record = session.begin_step(index, step)
+            try:
+                with self.step_context(index, step):
+                    kind_of(step).run(session, step)
+            except BaseException as exc:
+                step_record.verdict = record.outcome = outcome_of(exc)
+                step_record.message = record.message = first_line(exc)
+                self._stepped(step, step_record)
+                raise
+            step_record.verdict = "passed"
+            self._stepped(step, step_record)
+        record.outcome = "passed"
+
+    def _stepped(self, step: M.Step, step_record: StepRecord) -> None:
+        if self.on_step is not None:
+            self.on_step(step, step_record)
+
+
+def outcome_of(exc: BaseException) -> str:
+    """What an exception that ended a step makes of it: a device defect fails it, a refusal
+    of the real-card guard skips it, anything else is a lab fault."""
+    if isinstance(exc, Refused):
+        return "skipped"
+    return "failed" if isinstance(exc, AssertionError) else "error"

@@ -12,8 +12,10 @@ target's guard (:mod:`harness.guard`).
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
+from collections.abc import Callable
 
 from harness.apdu import commands as C
 from harness.apdu import render_command
@@ -23,6 +25,7 @@ from harness.cards.profile import CardProfile, PinSpec
 from harness.errors import ConfigError, HarnessError
 from harness.guard import UnsafeStep
 from harness.run.expect import ExpectationFailed
+from harness.run.record import ApduRecord, ScenarioRecord, StepRecord
 from harness.scenario import model as M
 from harness.secret import Secret
 from harness.target import Target
@@ -31,6 +34,13 @@ from harness.transport.base import Transport
 
 _INS = [f"{i:02X}" for i in range(256)]
 _clock = time.perf_counter_ns
+
+
+def _shown(path: str) -> str:
+    """A scenario file as records name it: relative to the working directory when it is
+    under it (two machines' records then diff), else as it is."""
+    rel = os.path.relpath(path) if os.path.isabs(path) else path
+    return path if rel.startswith("..") else rel
 
 
 def _other_char(c: int, letters: bool) -> int:
@@ -101,6 +111,27 @@ class CardSession:
         #: what the steps measured, for the outputs
         self.marginal: list[str] = []  # budgets met only marginally
         self.timing_series: dict[str, list[float]] = {}  # classes of a leak test, µs
+        #: the result record every output reads (:mod:`harness.run.record`)
+        self.record = ScenarioRecord(
+            target=target.name,
+            reader=target.report_name,
+            card=self.card.name,
+            scenario=scenario.name,
+            rule=scenario.rule,
+            file=_shown(scenario.path),
+            line=scenario.line,
+            params=dict(scenario.params),
+            tags=sorted(scenario.tags),
+            steps=[
+                StepRecord(i, step.action, f"{_shown(step.where.path)}:{step.where.line}", step.id)
+                for i, step in enumerate(scenario.steps, 1)
+            ],
+        )
+        #: the record of the step being run
+        self.step_record: StepRecord | None = None
+        #: called with each command a step sends through :meth:`tx`, before it goes (the
+        #: pytest plugin calls the ``pytest_pinloop_apdu`` hook); not for timing samples
+        self.on_apdu: Callable[[CommandAPDU], None] | None = None
 
     # -- failures and notes -------------------------------------------------------------------
     def fail(self, what: str, expected: str, actual: str) -> ExpectationFailed:
@@ -112,23 +143,81 @@ class CardSession:
 
     def note(self, text: str) -> None:
         self.trace.append(f"-- {text}")
+        if self.step_record is not None:
+            self.step_record.notes.append(text)
+
+    def begin_step(self, index: int, step: M.Step) -> StepRecord:
+        """``step`` (the ``index``-th, from 1) is the current one; its record."""
+        self.step, self.trace = step, []
+        self.step_record = self.record.steps[index - 1]
+        return self.step_record
+
+    def measured(self, name: str, value: float) -> None:
+        """A figure the current step measured (in its record)."""
+        if self.step_record is not None:
+            self.step_record.measurements[name] = value
+
+    def mark_marginal(self, text: str) -> None:
+        """A budget met only marginally (noted, and in the record)."""
+        self.note("MARGINAL: " + text)
+        self.marginal.append(text)
+        if self.step_record is not None:
+            self.step_record.marginal.append(text)
+
+    def saw_tries(self, pin: str, when: str, left: int) -> None:
+        """The counter of ``pin`` ``before`` or ``after`` the current step (in its record)."""
+        if self.step_record is not None:
+            self.step_record.tries.setdefault(pin, {})[when] = left
 
     # -- APDUs --------------------------------------------------------------------------------
     def tx(self, cmd: CommandAPDU, kind: str = "step") -> ResponseAPDU:
-        """Send ``cmd``; its line goes into the trace."""
-        resp, us = self.sample(cmd, kind)
+        """Send ``cmd``; its line goes into the trace and the step's record."""
+        if self.on_apdu is not None:
+            self.on_apdu(cmd)
         shown = render_command(cmd, reveal=self.reveal)
         if len(shown) > 60:
             shown = shown[:50] + f"… ({len(cmd.to_bytes())} B)"
+        try:
+            resp, us = self._send(cmd, kind)
+        except BaseException:
+            self._keep(cmd, None, kind)
+            raise
+        self._keep(cmd, resp, kind)
         data = f" +{len(resp.data)} B" if resp.data else ""
         self.trace.append(f">> {shown}  << {resp.sw:04X}{data}  ({us:.0f} µs)")
         return resp
 
+    def _keep(self, cmd: CommandAPDU, resp: ResponseAPDU | None, kind: str) -> None:
+        """The step's record of ``cmd``: masked whatever ``--pinloop-reveal`` says."""
+        step = self.step_record
+        if step is None:
+            return
+        row = self.latencies[-1] if self.latencies else None
+        answered = resp is not None and row is not None
+        step.apdus.append(
+            ApduRecord(
+                render_command(cmd, reveal=False),
+                f"{resp.sw:04X}" if resp is not None else "",
+                len(resp.data) if resp is not None else 0,
+                round(row.wire_us, 1) if answered and row is not None else 0.0,
+                round(row.overhead_us, 1) if answered and row is not None else 0.0,
+                kind,
+            )
+        )
+
     def sample(self, cmd: CommandAPDU, kind: str = "step") -> tuple[ResponseAPDU, float]:
+        """One APDU of a timing series and its time at the transport (µs): in the timing
+        record, counted in the step's record, not in the trace."""
+        step = self.step_record
+        if step is not None:
+            step.sampled[kind] = step.sampled.get(kind, 0) + 1
+        return self._send(cmd, kind)
+
+    def _send(self, cmd: CommandAPDU, kind: str) -> tuple[ResponseAPDU, float]:
         """One APDU and its time at the transport (µs, monotonic ns clock), recorded with the
         harness's whole path to it (from the previous response, less what the guard sent on
         its own, which has rows of its own). A failed APDU is recorded too, unless the guard
-        refused it (then nothing was sent). Not in the trace: for timing series."""
+        refused it (then nothing was sent)."""
         transport = self.target.transport
         try:
             resp = transport.transmit(cmd)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from harness.run.session import CardSession
     from harness.scenario.parse import Parse
     from harness.scenario.schema import CardRefs
+    from harness.timing import LeakResult
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ def run(session: CardSession, s: Leak) -> None:
     session.timing_series = samples
     result = leak_test(samples[names[0]], samples[names[1]])
     session.lab_done()
+    _keep(session, result, "")
     session.note(f"leak test {s.classes} ({names[0]} vs {names[1]}): {result.describe()}")
     if result.verdict != "pass":
         # a verdict other than pass must replicate in an independent run (fresh samples, a
@@ -103,6 +105,7 @@ def run(session: CardSession, s: Leak) -> None:
         again = measure(session, classes, restore, s.samples)
         second = leak_test(again[names[0]], again[names[1]])
         session.lab_done()
+        _keep(session, second, " (repeat)")
         session.note(f"independent repeat: {second.describe()}")
         # the direction of the statistic the verdict rests on (the largest |t|, often a
         # crop of the fastest samples), not of the raw means: one stall of a few ms in
@@ -128,6 +131,14 @@ def run(session: CardSession, s: Leak) -> None:
             f"|t| is largest (raw {result.mean_difference_us:+.1f} µs), replicated in an "
             "independent run",
         )
+
+
+def _keep(session: CardSession, result: LeakResult, suffix: str) -> None:
+    """The figures of a leak test in the step's record."""
+    for name in ("t_max", "p", "effect_us", "mean_difference_us", "mde_us", "t_aa"):
+        value = getattr(result, name, None)
+        if isinstance(value, int | float):
+            session.measured(name + suffix, float(value))
 
 
 def measure(

@@ -1,0 +1,89 @@
+"""The result record of one scenario run: what every output reads.
+
+The session fills it while the scenario runs (a :class:`StepRecord` per step: its APDUs with
+status words and times, PINs masked whatever the options; the counters it read; its verdict,
+measurements and marginal notes); the pytest plugin sets the outcome. The Allure steps, the
+JUnit properties, the per-reader summary and the JSON record per reader
+(``records/<reader>.json`` beside the summary, which a lab can diff between two readers or two
+firmware versions) are all made from it.
+
+Outcomes: ``passed``; ``failed`` (the card or reader broke the scenario's rule: a device
+defect); ``error`` (a lab fault: the path to the card, pcscd, a power switch, a missing PIN);
+``skipped`` (the target may not or cannot run it: the reason says which). A step that did not
+run because an earlier one ended the scenario has the verdict ``not run``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: what a scenario or step can come to
+OUTCOMES = ("passed", "failed", "error", "skipped")
+
+
+@dataclass
+class ApduRecord:
+    """One APDU a step sent: the command as shown (PINs masked), the answer, the times."""
+
+    command: str
+    sw: str  # four hex digits, "" when nothing answered (a cut, a lost connection)
+    data_bytes: int
+    wire_us: float  # at the transport
+    overhead_us: float  # the harness's own path to it
+    kind: str = "step"  # harness.timing.KINDS
+
+
+@dataclass
+class StepRecord:
+    index: int
+    action: str
+    where: str  # file:line
+    id: str | None = None
+    verdict: str = "not run"  # passed, failed, error, not run
+    message: str = ""  # the first line of what ended it
+    apdus: list[ApduRecord] = field(default_factory=list)
+    #: APDUs sent for timing series (latency samples, leak classes, restores), by kind: each
+    #: has its row in the timing record, not here
+    sampled: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    #: each PIN's counter as read around the step: {"before": n, "after": m}
+    tries: dict[str, dict[str, int]] = field(default_factory=dict)
+    measurements: dict[str, float] = field(default_factory=dict)
+    marginal: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ScenarioRecord:
+    target: str  # the target spec (inprocess, pcscd, reader:PATTERN)
+    reader: str  # the reader's name as reports show it
+    card: str  # the card profile's name
+    scenario: str
+    rule: str
+    file: str
+    line: int
+    params: dict[str, str] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    outcome: str = "error"  # until the run ends
+    message: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+
+    @property
+    def marginal(self) -> list[str]:
+        return [m for s in self.steps for m in s.marginal]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScenarioRecord:
+        steps = [
+            StepRecord(**{**s, "apdus": [ApduRecord(**a) for a in s.get("apdus", [])]})
+            for s in data.get("steps", [])
+        ]
+        return cls(**{**data, "steps": steps})
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
