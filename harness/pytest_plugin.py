@@ -26,7 +26,8 @@ import re
 from collections.abc import Generator, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -38,15 +39,6 @@ from harness.errors import (
     SharingViolation,
 )
 from harness.guard import RealCardGuard, Refused
-from harness.report.allure_report import (
-    SafeFileLogger,
-    attach_log,
-    attach_timing,
-    collection_markers,
-    mark_marginal,
-    runtime_metadata,
-    step_context,
-)
 from harness.report.records import write_records
 from harness.report.summary import Row, Summary
 from harness.run.expect import ExpectationFailed
@@ -54,6 +46,9 @@ from harness.run.record import ScenarioRecord, first_line
 from harness.scenario import Scenario, load_scenarios
 from harness.target import Target, TargetError, make_target
 from harness.timing import ApduTime
+
+if TYPE_CHECKING:
+    from harness.report.allure_report import SafeFileLogger
 
 DEFAULT_PATTERN = r".+\.pin\.ya?ml$"
 MARKERS = {
@@ -113,11 +108,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("pinloop_file_pattern", "regex of scenario file names", default=DEFAULT_PATTERN)
 
 
+def _allure(config: pytest.Config) -> ModuleType | None:
+    """The Allure output when this run writes Allure results (``--alluredir``); otherwise
+    None, and allure is not even imported."""
+    if not config.getoption("allure_report_dir", None):
+        return None
+    from harness.report import allure_report
+
+    return allure_report
+
+
 @pytest.hookimpl(trylast=True)  # after allure-pytest has registered its file logger
 def pytest_configure(config: pytest.Config) -> None:
-    from harness.report.allure_report import protect_file_logger
-
-    config.stash[_ALLURE] = protect_file_logger(config.add_cleanup)
+    out = _allure(config)
+    config.stash[_ALLURE] = out.protect_file_logger(config.add_cleanup) if out else None
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     config.stash[_POOL] = TargetPool(config)
@@ -498,7 +502,7 @@ def describe_target(spec: str, target: Target) -> dict[str, str]:
 
 
 _POOL = pytest.StashKey[TargetPool]()
-_ALLURE = pytest.StashKey[SafeFileLogger | None]()
+_ALLURE: pytest.StashKey[SafeFileLogger | None] = pytest.StashKey()
 _LAB_FAULTS = pytest.StashKey[set[str]]()
 _SUMMARY = pytest.StashKey[Summary]()
 _READERS = pytest.StashKey[dict[str, dict[str, str]]]()
@@ -509,13 +513,14 @@ class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         pool = self.config.stash[_POOL]
         scenarios = load_scenarios(self.path, pool.card)
+        out = _allure(self.config)
         for scenario in scenarios:
             for spec in pool.specs():
                 name = scenario.name + (f"[{scenario.id}]" if scenario.id else "") + f"@{spec}"
                 item = ScenarioItem.from_parent(self, name=name, scenario=scenario, spec=spec)
                 for tag in sorted(scenario.tags):
                     item.add_marker(tag.replace("-", "_"))
-                for mark in collection_markers(scenario, pool.card):
+                for mark in out.collection_markers(scenario, pool.card) if out else ():
                     item.add_marker(mark)
                 item.add_marker(pytest.mark.pinloop_target(spec))
                 yield item
@@ -581,12 +586,14 @@ class ScenarioItem(pytest.Item):
         self.user_properties.append(("reader", session.record.reader))
         self.user_properties.append(("rule", session.record.rule))
         card = getattr(self.target, "card", None)
-        runtime_metadata(
-            self.scenario,
-            self.target.report_name,
-            card.description if card else "real card",
-        )
-        runner.step_context = step_context(lambda: runner.session.trace)
+        out = _allure(self.config)
+        if out is not None:
+            out.runtime_metadata(
+                self.scenario,
+                self.target.report_name,
+                card.description if card else "real card",
+            )
+            runner.step_context = out.step_context(lambda: runner.session.trace)
         try:
             runner.run()
         except Refused as exc:
@@ -599,8 +606,8 @@ class ScenarioItem(pytest.Item):
             # state, a power switch or relay, the target): the target is set up afresh for
             # the next scenario; other targets go on
             tail = getattr(self.target, "log_tail", None)
-            if callable(tail):
-                attach_log("pcscd log (last lines)", tail())
+            if callable(tail) and out is not None:
+                out.attach_log("pcscd log (last lines)", tail())
             keep = getattr(self.target, "keep_log", None)
             if callable(keep) and (kept := keep()) is not None:
                 self.user_properties.append(("pcscd log kept", str(kept)))
@@ -616,15 +623,17 @@ class ScenarioItem(pytest.Item):
                 self.target._pinloop_apdus_seen = received  # type: ignore[attr-defined]
             marks = runner.session.record.marginal
             if marks:
-                mark_marginal(self.scenario, marks)
                 self.user_properties.append(("marginal", "; ".join(marks)))
-            timing = any(s.action in ("latency", "leak") for s in self.scenario.steps)
-            attach_timing(
-                runner.session.latencies,
-                f"{self.scenario.name} on {self.target.report_name}",
-                plot=timing,
-                classes=runner.session.timing_series,
-            )
+            if out is not None:
+                if marks:
+                    out.mark_marginal(self.scenario, marks)
+                timing = any(s.action in ("latency", "leak") for s in self.scenario.steps)
+                out.attach_timing(
+                    runner.session.latencies,
+                    f"{self.scenario.name} on {self.target.report_name}",
+                    plot=timing,
+                    classes=runner.session.timing_series,
+                )
 
     def _pinloop_repr(self, exc: BaseException) -> str | None:
         """Our own one-screen text for the failures pinloop raises; None for anything else."""

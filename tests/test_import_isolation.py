@@ -109,3 +109,25 @@ def test_a_reader_run_imports_no_emulator(
     names = modules.read_text().split()
     assert "harness.run.runner" in names and "harness.guard" in names  # it did run scenarios
     assert forbidden(names) == [], out[-2000:]
+
+
+def test_a_run_without_allure_does_not_import_it(tmp_path: Path) -> None:
+    """Outputs are loaded when used: without --alluredir, and with allure-pytest switched off,
+    a run imports neither allure nor pinloop's Allure output, and still writes its own."""
+    modules = tmp_path / "modules.txt"
+    reports = tmp_path / "reports"
+    proc = run_pytest(
+        "-p",
+        "tests.import_probe",
+        "-p",
+        "no:allure_pytest",
+        "--pinloop-reports",
+        str(reports),
+        str(ROOT / "scenarios" / "status-query-is-free.pin.yaml"),
+        env={"PINLOOP_TEST_MODULES": str(modules)},
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    names = modules.read_text().split()
+    assert "harness.run.runner" in names  # it ran scenarios
+    assert [n for n in names if n.startswith(("allure", "harness.report.allure"))] == []
+    assert (reports / "summary.json").exists() and list((reports / "records").glob("*.json"))
