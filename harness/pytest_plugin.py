@@ -14,9 +14,10 @@ Options (group ``pinloop``):
   (default: ``readers/`` in the working directory, if there is one)
 
 Markers from scenario tags: ``destructive``, ``emulator_only``, ``needs_reinit``; each item
-also carries ``pinloop_target(name)``. A device defect fails the item; a lab fault is an error
-(raised in setup) or a broken test; a target that broke turns its remaining items into errors
-at once while other targets go on.
+also carries ``pinloop_target(name)``. An item whose target lacks a capability the scenario
+needs is skipped in set-up, naming it (the rules: :mod:`harness.safety`). A device defect fails
+the item; a lab fault is an error (raised in setup) or a broken test; a target that broke turns
+its remaining items into errors at once while other targets go on.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from harness import safety
 from harness.cards import CardProfile, card_profile
 from harness.errors import (
     ConfigError,
@@ -69,7 +71,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="T",
-        help="inprocess (default), pcscd, or reader:NAME-REGEX; repeatable",
+        help="inprocess (default), pcscd, reader:NAME-REGEX, or a kind a lab package "
+        "registers (entry points pinloop.targets); repeatable",
     )
     g.addoption("--pinloop-defect", metavar="PROFILE", help="defect profile of the emulated card")
     g.addoption(
@@ -395,9 +398,7 @@ class TargetPool:
                     readers = self.config.getoption("--pinloop-readers")
                     self.targets[spec] = make_target(
                         spec,
-                        None
-                        if spec.startswith("reader:") or self.card.emulator
-                        else self.card_config(),
+                        None if self.card.emulator else self.card_config,  # loaded if needed
                         defect,
                         Path(readers) if readers else None,
                         card=self.card,
@@ -453,6 +454,7 @@ def describe_target(spec: str, target: Target) -> dict[str, str]:
         "atr": atr,
         "profile": target.profile.name if target.profile else "none",
         "card": "emulated" if target.emulated else "real",
+        "capabilities": ", ".join(sorted(target.capabilities)),
     }
     if target.report_name != target.name:  # one of the slots of a spread run
         reader["slots"] = target.name
@@ -502,19 +504,10 @@ class ScenarioItem(pytest.Item):
         pool = self.config.stash[_POOL]
         target = pool.get(self.spec)
         self.target = target  # skipped or not, the item's row is this reader's
-        tags = self.scenario.tags
-        if not target.emulated:
-            if tags & {"emulator-only", "needs-reinit"}:
-                pytest.skip(
-                    f"{sorted(tags & {'emulator-only', 'needs-reinit'})}: "
-                    f"{target.name} is a real card"
-                )
-            allowed = self.config.getoption("--pinloop-destructive-reader")
-            if "destructive" in tags and target.name not in allowed:
-                pytest.skip(
-                    f"destructive on real reader {target.name!r}: enable with "
-                    f"--pinloop-destructive-reader '{target.name}'"
-                )
+        allowed = self.config.getoption("--pinloop-destructive-reader")
+        why = safety.skip_reason(self.scenario, target, allowed)
+        if why is not None:
+            pytest.skip(why)
         for pin in sorted(self.scenario.pins):
             target.secret(pin)  # a missing PIN is an error before anything is sent
 
@@ -526,17 +519,12 @@ class ScenarioItem(pytest.Item):
         runner = Runner(
             self.target,
             self.scenario,
-            destructive_ok=self.target.emulated or self.target.name in allowed,
+            destructive_ok=safety.destructive_ok(self.target, allowed),
             reveal=self.config.getoption("--pinloop-reveal"),
         )
         self.user_properties.append(("reader", self.target.report_name))
         self.user_properties.append(("rule", self.scenario.rule))
-        card = getattr(self.target, "card", None)
-        runtime_metadata(
-            self.scenario,
-            self.target.report_name,
-            card.description if card else "real card",
-        )
+        runtime_metadata(self.scenario, self.target.report_name, self.target.card_description)
         runner.step_context = step_context(lambda: runner.session.trace)
         try:
             runner.run()
