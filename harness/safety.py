@@ -84,8 +84,9 @@ def skip_reason(
     name = target.name
     opt_in = f"enable with {DESTRUCTIVE_OPTION} '{name}'"
     if set(lacking) == {Capability.BLOCK_PINS}:
+        where = f"real reader {name!r}" if not target.emulated else repr(name)
         return (
-            f"destructive on real reader {name!r} (needs {Capability.BLOCK_PINS}, "
+            f"destructive on {where} (needs {Capability.BLOCK_PINS}, "
             f"{lacking[Capability.BLOCK_PINS]}): {opt_in}"
         )
     parts = []

@@ -665,35 +665,33 @@ class TargetKind:
     doc: str = ""
 
 
-def _no_arg(kind: str, arg: str) -> None:
-    if arg:
-        raise TargetError(f"target {kind} takes no argument, got {kind}:{arg}")
+#: builds an emulated target: the built-in emulator (card config and defects), or another
+#: card's emulator (``emulation``)
+_MakeEmulated = Callable[["CardConfig | None", "DefectProfile | None", "Emulation | None"], Target]
 
 
-def _emulated(kind: str, arg: str, setup: TargetSetup) -> Target:
-    """An in-process or pcscd target: the card profile's own emulator, else the built-in one
-    personalised from the card config with the defect."""
-    _no_arg(kind, arg)
-    target: Target
-    emulation = emulation_for(setup.card, setup.defect)
-    if emulation is not None:  # the card profile names its own emulator
-        if kind == "inprocess":
-            target = InProcessTarget(None, None, emulation=emulation)
+def _emulated(kind: str, make: _MakeEmulated, doc: str) -> TargetKind:
+    """A kind of emulated target: the card profile's own emulator, else the built-in one
+    personalised from the card config with the defect; the card must be the run's."""
+
+    def build(arg: str, setup: TargetSetup) -> Target:
+        if arg:
+            raise TargetError(f"target {kind} takes no argument, got {setup.spec}")
+        emulation = emulation_for(setup.card, setup.defect)
+        if emulation is not None:  # the card profile names its own emulator
+            target = make(None, None, emulation)
         else:
-            workdir = Path(tempfile.mkdtemp(prefix="pinloop-pcscd-"))
-            target = PcscdTarget(None, None, workdir, emulation=emulation)
-    else:
-        from harness.emulator import parse_profile
+            from harness.emulator import parse_profile
 
-        defects = parse_profile(setup.defect or "faithful")
-        config = setup.card_config()
-        if kind == "inprocess":
-            target = InProcessTarget(config, defects)
-        else:
-            workdir = Path(tempfile.mkdtemp(prefix="pinloop-pcscd-"))
-            target = PcscdTarget(config, defects, workdir)
-    check_card(target, setup.card)
-    return target
+            target = make(setup.card_config(), parse_profile(setup.defect or "faithful"), None)
+        check_card(target, setup.card)
+        return target
+
+    return TargetKind(build, kind, doc)
+
+
+def _pcscd_workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="pinloop-pcscd-"))
 
 
 def _real_reader(arg: str, setup: TargetSetup) -> Target:
@@ -717,17 +715,17 @@ def _target_kind(name: str, obj: object) -> TargetKind:
 TARGETS: Registry[TargetKind] = Registry("pinloop.targets", "target", _target_kind)
 TARGETS.built_in(
     "inprocess",
-    TargetKind(
-        lambda arg, setup: _emulated("inprocess", arg, setup),
+    _emulated(
         "inprocess",
+        lambda c, d, e: InProcessTarget(c, d, emulation=e),
         "the emulated card called directly",
     ),
 )
 TARGETS.built_in(
     "pcscd",
-    TargetKind(
-        lambda arg, setup: _emulated("pcscd", arg, setup),
+    _emulated(
         "pcscd",
+        lambda c, d, e: PcscdTarget(c, d, _pcscd_workdir(), emulation=e),
         "the emulated card behind a pcscd and vpcd this target starts",
     ),
 )
