@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.apdu import commands as C
+from harness.capabilities import EMULATED
 from harness.cards.jpki import FACTS, PROFILE
 from harness.emulator import EmulatedCard, MemoryStore, load_card_config, personalise
 from harness.guard import RealCardGuard
@@ -52,9 +53,10 @@ JPKI = bytes.fromhex("D392F000260100000001")
 class _Bare(Target):
     """Just enough of a target for Runner.tx."""
 
+    declared = EMULATED
+
     def __init__(self, transport: Transport) -> None:
         self.name = transport.name
-        self.emulated = True
         self.transport = transport
         self.card_profile = PROFILE
 

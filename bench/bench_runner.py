@@ -45,6 +45,7 @@ from smartcard import scard as S
 
 from harness.apdu import commands as C
 from harness.apdu.model import CommandAPDU, ResponseAPDU
+from harness.capabilities import EMULATED, Capability
 from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import MemoryStore, load_card_config, personalise
 from harness.emulator.config import CardConfig
@@ -99,9 +100,14 @@ FRESH_EMULATOR = textwrap.dedent(
 
 
 class ProcessTarget(Target):
-    """The emulated card in another process, as a runner sees it (secrets from the config)."""
+    """The emulated card in another process, as a runner sees it (secrets from the config):
+    neither its verified state nor its write points are in reach from here."""
 
-    emulated = True
+    declared = EMULATED - {
+        Capability.OBSERVE_VERIFIED,
+        Capability.WRITE_POINTS,
+        Capability.MID_COMMAND_CUT,
+    }
 
     def __init__(self, reader: str, config: CardConfig) -> None:
         from harness.emulator import EmulatedCard
@@ -118,6 +124,9 @@ class ProcessTarget(Target):
 
     def max_tries(self, pin_id: str) -> int:
         return self.template.pins[pin_id].max_tries
+
+    def _reset_code(self, route: str) -> bytes:
+        return self.card.store.state.reset_codes[route]
 
     def begin(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
         self.transport.power_cycle()  # a fresh card

@@ -299,6 +299,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_readers(args: argparse.Namespace) -> int:
+    from harness.capabilities import names
     from harness.readerprofile import (
         BUILTIN_DIR,
         UnknownReader,
@@ -317,7 +318,10 @@ def cmd_readers(args: argparse.Namespace) -> int:
         print("no readers")
     for reader, present, atr in states:
         try:
-            profile = select_profile(reader, profiles).name
+            found = select_profile(reader, profiles)
+            # what the profile gives a real-reader target on it (harness.capabilities)
+            can = names(found.capabilities) or "(no reader capabilities)"
+            profile = f"{found.name}\n    can:     {can}"
         except UnknownReader as exc:
             profile = f"?? {exc}"
         card = (

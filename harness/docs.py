@@ -8,8 +8,9 @@
     <!-- end generated: NAME -->
 
 and NAME is one of :data:`TABLES`: the step kinds and expectations of the scenario language
-(its JSON Schema), the PIN sets, the rules of the scenario library (``scenarios/*.pin.yaml``)
-and the emulated card's defect profiles. What a table does not hold is written by hand around
+(its JSON Schema), the PIN sets, the capabilities targets declare and scenarios need, the
+rules of the scenario library (``scenarios/*.pin.yaml``) and the emulated card's defect
+profiles. What a table does not hold is written by hand around
 it; the notes below give each step, expectation and PIN set its one line, and a step or set
 the schema gains without a note here fails the check.
 """
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from harness.capabilities import EMULATED, MEANING, READER, TAG_REQUIRES, Capability
 from harness.cards import card_profile
 from harness.config import load_yaml
 from harness.emulator import defects
@@ -61,6 +63,22 @@ PIN_SET_NOTES = {
     "settable": "the PINs the window route re-initialises with a new value",
     "card-face": "the numbers derived from the card face (unblocked, never set)",
     "jpki": "the two JPKI PINs",
+}
+
+#: which steps need each capability (beyond the tags that stand for it, and ``requires:``)
+NEEDED_BY = {
+    Capability.EMULATOR: "",
+    Capability.LITERAL_PINS: "a `{literal: …}` value",
+    Capability.FRESH_PINS: "a `fresh` value; `tear` of `change` or `reinit`",
+    Capability.BLOCK_PINS: "",
+    Capability.TEST_REINIT: "`reinit`; `tear: {command: reinit}`",
+    Capability.OBSERVE_VERIFIED: "nothing: without it `expect: {verified}` is noted as not checked",
+    Capability.WRITE_POINTS: "`tear: {command}`",
+    Capability.MID_COMMAND_CUT: "`tear: {delays_us}`",
+    Capability.EXTENDED_APDU: "`read` of more than 256 bytes, an extended-length `apdu`, `sign`"
+    " with `expect: {signature: valid}`",
+    Capability.CONTACT: "",
+    Capability.CONTACTLESS: "",
 }
 
 #: the library and these docs are for the My Number card
@@ -168,6 +186,32 @@ def pin_sets_table(root: Path, doc_dir: Path) -> str:
     return _table(["set", "what", "PIN ids"], rows)
 
 
+def capabilities_table(root: Path, doc_dir: Path) -> str:
+    missing = set(Capability) ^ set(NEEDED_BY) | set(Capability) ^ set(MEANING)
+    if missing:
+        raise SystemExit(f"harness/docs.py NEEDED_BY or capabilities.MEANING lack {missing}")
+    from harness.readerprofile import BUILTIN_DIR, load_folder
+
+    built_in = load_folder(BUILTIN_DIR, builtin=True)
+    rows = []
+    for c in Capability:
+        if c in READER and c not in EMULATED:
+            real = "its reader profile"
+            shipped = "yes" if all(c in p.capabilities for p in built_in) else "no"
+            emulated = f"its reader profile (built-in ones: {shipped})"
+        else:
+            emulated = "yes" if c in EMULATED else "no"
+            real = "its reader profile" if c in READER else "no"
+        if c is Capability.BLOCK_PINS:
+            real = "with `--pinloop-destructive-reader`"
+        tags = [f"tag `{t}`" for t, needs in TAG_REQUIRES.items() if c in needs]
+        needed = "; ".join([*tags, *([NEEDED_BY[c]] if NEEDED_BY[c] else [])]) or "`requires:`"
+        rows.append([_code(c.value), MEANING[c], emulated, real, needed])
+    return _table(
+        ["capability", "what", "emulated targets", "`reader:`", "a scenario needs it for"], rows
+    )
+
+
 def _pins_of(path: Path, doc: dict[str, Any]) -> str:
     pins = doc.get("for_each", {}).get("pin")
     if isinstance(pins, str):
@@ -237,6 +281,7 @@ TABLES: dict[str, Callable[[Path, Path], str]] = {
     "steps": steps_table,
     "expect": expect_table,
     "pin-sets": pin_sets_table,
+    "capabilities": capabilities_table,
     "rules": rules_table,
     "defects": defects_table,
 }

@@ -14,9 +14,10 @@ Options (group ``pinloop``):
   (default: ``readers/`` in the working directory, if there is one)
 
 Markers from scenario tags: ``destructive``, ``emulator_only``, ``needs_reinit``; each item
-also carries ``pinloop_target(name)``. A device defect fails the item; a lab fault is an error
-(raised in setup) or a broken test; a target that broke turns its remaining items into errors
-at once while other targets go on.
+also carries ``pinloop_target(name)``. An item whose target lacks a capability the scenario
+needs is skipped in set-up, naming it (the rules: :mod:`harness.safety`). A device defect fails
+the item; a lab fault is an error (raised in setup) or a broken test; a target that broke turns
+its remaining items into errors at once while other targets go on.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from harness import safety
 from harness.cards import CardProfile, card_profile
 from harness.errors import (
     ConfigError,
@@ -72,7 +74,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="T",
-        help="inprocess (default), pcscd, or reader:NAME-REGEX; repeatable",
+        help="inprocess (default), pcscd, reader:NAME-REGEX, or a kind a lab package "
+        "registers (entry points pinloop.targets); repeatable",
     )
     g.addoption("--pinloop-defect", metavar="PROFILE", help="defect profile of the emulated card")
     g.addoption(
@@ -437,9 +440,7 @@ class TargetPool:
                     readers = self.config.getoption("--pinloop-readers")
                     self.targets[spec] = make_target(
                         spec,
-                        None
-                        if spec.startswith("reader:") or self.card.emulator
-                        else self.card_config(),
+                        None if self.card.emulator else self.card_config,  # loaded if needed
                         defect,
                         Path(readers) if readers else None,
                         card=self.card,
@@ -495,6 +496,7 @@ def describe_target(spec: str, target: Target) -> dict[str, str]:
         "atr": atr,
         "profile": target.profile.name if target.profile else "none",
         "card": "emulated" if target.emulated else "real",
+        "capabilities": ", ".join(sorted(target.capabilities)),
     }
     if target.report_name != target.name:  # one of the slots of a spread run
         reader["slots"] = target.name
@@ -548,19 +550,10 @@ class ScenarioItem(pytest.Item):
         pool = self.config.stash[_POOL]
         target = pool.get(self.spec)
         self.target = target  # skipped or not, the item's row is this reader's
-        tags = self.scenario.tags
-        if not target.emulated:
-            if tags & {"emulator-only", "needs-reinit"}:
-                pytest.skip(
-                    f"{sorted(tags & {'emulator-only', 'needs-reinit'})}: "
-                    f"{target.name} is a real card"
-                )
-            allowed = self.config.getoption("--pinloop-destructive-reader")
-            if "destructive" in tags and target.name not in allowed:
-                pytest.skip(
-                    f"destructive on real reader {target.name!r}: enable with "
-                    f"--pinloop-destructive-reader '{target.name}'"
-                )
+        allowed = self.config.getoption("--pinloop-destructive-reader")
+        why = safety.skip_reason(self.scenario, target, allowed)
+        if why is not None:
+            pytest.skip(why)
         for pin in sorted(self.scenario.pins):
             target.secret(pin)  # a missing PIN is an error before anything is sent
 
@@ -572,7 +565,7 @@ class ScenarioItem(pytest.Item):
         runner = Runner(
             self.target,
             self.scenario,
-            destructive_ok=self.target.emulated or self.target.name in allowed,
+            destructive_ok=safety.destructive_ok(self.target, allowed),
             reveal=self.config.getoption("--pinloop-reveal"),
         )
         session = runner.session
@@ -585,13 +578,10 @@ class ScenarioItem(pytest.Item):
         self.record = session.record
         self.user_properties.append(("reader", session.record.reader))
         self.user_properties.append(("rule", session.record.rule))
-        card = getattr(self.target, "card", None)
         out = _allure(self.config)
         if out is not None:
             out.runtime_metadata(
-                self.scenario,
-                self.target.report_name,
-                card.description if card else "real card",
+                self.scenario, self.target.report_name, self.target.card_description
             )
             runner.step_context = out.step_context(lambda: runner.session.trace)
         try:

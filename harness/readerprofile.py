@@ -1,9 +1,15 @@
 """Reader profiles (``*.yaml``): which reader a name is, and what it can do.
 
-A profile names a reader model by a regular expression on its PC/SC reader name, and says its
-interface, whether it carries extended APDUs, whether the card in it is pinloop's emulator, and
-its latency budgets. Each reader must match exactly one profile: none is an unknown reader,
-two are an ambiguity in the lab's configuration; both are errors, never a guess.
+A profile names a reader model by a regular expression on its PC/SC reader name, and says what
+the reader can do, its latency budgets and its power switch. What it can do becomes the
+capabilities of a target on that reader (:attr:`ReaderProfile.capabilities`): ``interface:
+contact`` or ``contactless`` (``virtual``: neither), ``extended_apdu: true`` (it carries
+extended-length APDUs; without it a scenario that sends one is skipped), and a power switch that
+cuts in the middle of a command (``mid-command-cut``). A profile gives only such reader
+capabilities, never one that lets a scenario do more to the card: whether a card is pinloop's
+emulator is the target's to know, not a profile's to claim. Each reader must match exactly one
+profile: none is an unknown reader, two are an ambiguity in the lab's configuration; both are
+errors, never a guess.
 
 Where profiles come from (:func:`load_profiles`):
 
@@ -26,8 +32,10 @@ from typing import Any
 
 import re2
 
-from harness.config import load_validated
+from harness.capabilities import INTERFACES, READER, Capability
+from harness.config import LoadedYAML, load_validated
 from harness.errors import ConfigError, HarnessError
+from harness.lab.power import DEFAULT_KIND, SwitchSpec, switch_kind
 
 #: the built-in profiles (package data)
 BUILTIN_DIR = Path(__file__).resolve().parent / "readers"
@@ -65,11 +73,10 @@ SCHEMA: dict[str, Any] = {
             "minLength": 1,
             "description": "a regular expression matched against the PC/SC reader name",
         },
-        "interface": {"enum": ["contact", "contactless", "virtual"]},
-        "extended_apdu": {"type": "boolean"},
-        "emulated": {
+        "interface": {"enum": list(INTERFACES)},
+        "extended_apdu": {
             "type": "boolean",
-            "description": "true when the card in this reader is pinloop's emulator",
+            "description": "true when the reader carries extended-length APDUs (default false)",
         },
         "timing": {
             "type": "object",
@@ -82,11 +89,20 @@ SCHEMA: dict[str, Any] = {
             "required": ["kind"],
             "description": "how the lab cuts this reader's card power (harness/lab/power.py)",
             "properties": {
-                "kind": {"enum": ["pcsc-unpower", "operator", "relay"]},
+                "kind": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "pcsc-unpower, operator, relay or a kind a lab package "
+                    "registers (entry points pinloop.power_switches)",
+                },
                 "url": {"type": "string", "minLength": 1, "description": "pyserial URL"},
                 "channel": {"type": "integer", "minimum": 1, "maximum": 16},
                 "off_ms": {"type": "number", "minimum": 0, "maximum": 60000},
                 "deadline_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
+                "options": {
+                    "type": "object",
+                    "description": "what a lab's own kind of switch reads",
+                },
             },
         },
         "notes": {"type": "string"},
@@ -142,19 +158,6 @@ def reader_pattern(source: str, origin: str) -> ReaderPattern:
 
 
 @dataclass(frozen=True)
-class SwitchSpec:
-    """``power_switch:`` of a reader profile: which switch (``harness/lab/power.py``) cuts
-    this reader's card power, and how."""
-
-    kind: str  # pcsc-unpower | operator | relay
-    url: str = ""
-    channel: int = 1
-    off_ms: float = 500.0  # how long the power stays off
-    deadline_s: float = 1.0  # relay answers; operator: 60 s per action
-    source: str = ""
-
-
-@dataclass(frozen=True)
 class Budget:
     """A latency limit (ms); above ``marginal`` a result passes but is marked marginal."""
 
@@ -173,9 +176,8 @@ class Budget:
 class ReaderProfile:
     name: str
     pattern: ReaderPattern
-    interface: str
+    interface: str  # contact | contactless | virtual
     extended_apdu: bool
-    emulated: bool
     timing: dict[str, Budget]
     source: str
     power_switch: SwitchSpec | None = None
@@ -183,6 +185,20 @@ class ReaderProfile:
 
     def matches(self, reader: str) -> bool:
         return self.pattern.search(reader)
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What a target on this reader can do because of the reader (only :data:`READER`
+        capabilities): its interface, extended APDUs, a switch that cuts mid-command."""
+        found: set[Capability] = set()
+        interface = INTERFACES.get(self.interface)
+        if interface is not None:
+            found.add(interface)
+        if self.extended_apdu:
+            found.add(Capability.EXTENDED_APDU)
+        if switch_kind(self.power_switch.kind if self.power_switch else DEFAULT_KIND).mid_command:
+            found.add(Capability.MID_COMMAND_CUT)
+        return frozenset(found) & READER
 
 
 def load_profile(path: Path) -> ReaderProfile:
@@ -208,30 +224,41 @@ def load_profile(path: Path) -> ReaderProfile:
             timing[str(key)] = Budget(float(value["limit"]), float(value["marginal"]))
         else:
             timing[str(key)] = Budget(float(value))
-    switch = None
-    if "power_switch" in data:
-        ps = data["power_switch"]
-        if ps["kind"] == "relay" and "url" not in ps:
-            raise doc.error(
-                "power_switch: a relay needs url", ["power_switch"], expected="url: /dev/ttyUSB0"
-            )
-        switch = SwitchSpec(
-            kind=str(ps["kind"]),
-            url=str(ps.get("url", "")),
-            channel=int(ps.get("channel", 1)),
-            off_ms=float(ps.get("off_ms", 500.0)),
-            deadline_s=float(ps.get("deadline_s", 60.0 if ps["kind"] == "operator" else 1.0)),
-            source=str(path),
-        )
+    switch = _switch(doc, data["power_switch"], path) if "power_switch" in data else None
     return ReaderProfile(
         name=str(data["name"]),
         pattern=pattern,
         interface=str(data["interface"]),
         extended_apdu=bool(data.get("extended_apdu", False)),
-        emulated=bool(data.get("emulated", False)),
         timing=timing,
         source=str(path),
         power_switch=switch,
+    )
+
+
+def _switch(doc: LoadedYAML, ps: dict[str, Any], path: Path) -> SwitchSpec:
+    """``power_switch:``: a registered kind (:data:`harness.lab.power.SWITCHES`) with the keys
+    that kind needs."""
+    kind = str(ps["kind"])
+    try:
+        found = switch_kind(kind)
+    except ConfigError as exc:
+        raise doc.error(
+            f"power_switch.kind: {exc.message}", ["power_switch", "kind"], expected=exc.expected
+        ) from None
+    for key, example in found.needs.items():
+        if key not in ps:
+            raise doc.error(
+                f"power_switch: a {kind} needs {key}", ["power_switch"], expected=example
+            )
+    return SwitchSpec(
+        kind=kind,
+        url=str(ps.get("url", "")),
+        channel=int(ps.get("channel", 1)),
+        off_ms=float(ps.get("off_ms", 500.0)),
+        deadline_s=float(ps.get("deadline_s", 60.0 if kind == "operator" else 1.0)),
+        source=str(path),
+        options=dict(ps.get("options") or {}),
     )
 
 

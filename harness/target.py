@@ -7,6 +7,14 @@
   profile comes from ``readers/``, its card's from ``--pinloop-card-profile``). Its PINs come
   from the environment (named by the card profile: ``PINLOOP_PIN_JPKI_AUTH`` …), never from a
   scenario. Every APDU to it passes the real-card guard (:mod:`harness.guard`).
+- any kind a lab package registers under the entry-point group ``pinloop.targets`` (a
+  :class:`TargetKind`; :data:`TARGETS`, :mod:`harness.registry`).
+
+A target declares what it can do (:attr:`Target.capabilities`, :mod:`harness.capabilities`):
+its class's :attr:`~Target.declared` capabilities with its reader profile's. What only some
+cards allow is reached through the target's typed methods (:meth:`~Target.verified`,
+:meth:`~Target.reset_code`, :meth:`~Target.write_points`), each refused on a target without
+its capability (:func:`harness.safety.refuse_without`).
 
 A target gives each scenario a card in a known state: emulated targets restore a freshly
 personalised card before every scenario; on a real card the guard puts every PIN the scenario
@@ -20,21 +28,17 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
-from harness.cards.emulated import CardEmulator, Emulation, emulation_for
+from harness.capabilities import EMULATED, Capability
+from harness.cards.emulated import CardEmulator, Emulation, WriteHook, emulation_for
 from harness.cards.profile import CardProfile
-from harness.errors import HarnessError, TransportError, TransportTimeout
+from harness.errors import ConfigError, HarnessError, TransportError, TransportTimeout
 from harness.guard import RealCardGuard
-from harness.lab.power import (
-    EmulatedPower,
-    OperatorSwitch,
-    PcscUnpower,
-    PowerSwitch,
-    SerialRelay,
-)
+from harness.lab.power import EmulatedPower, PowerSwitch, SerialRelay, power_switch
 from harness.readerprofile import (
     ReaderProfile,
     UnknownReader,
@@ -42,6 +46,8 @@ from harness.readerprofile import (
     reader_pattern,
     select_profile,
 )
+from harness.registry import Registry, UnknownName
+from harness.safety import refuse_without
 from harness.secret import Secret
 from harness.timing import ApduTime
 from harness.transport.base import Transport
@@ -62,10 +68,10 @@ class TargetError(HarnessError):
 
 
 class Target:
-    """Common parts; subclasses set ``transport`` and implement the hooks."""
+    """Common parts; subclasses set ``transport``, declare their capabilities and implement
+    the hooks."""
 
     name: str
-    emulated: bool
     transport: Transport
     #: the kind of card this target holds: what the runner, the guard and reports know of it
     card_profile: CardProfile
@@ -73,6 +79,31 @@ class Target:
     #: the reader as reports name it, when that is not its PC/SC name: the slots of a spread
     #: run are one reader (``harness/stations.py``)
     shown_as: str | None = None
+    #: what every target of this class can do, whatever its reader (:mod:`harness.capabilities`)
+    declared: ClassVar[frozenset[Capability]] = frozenset()
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What this target can do: its class's declaration (less what this one lacks) with
+        its reader's (:attr:`ReaderProfile.capabilities`: the reader's own abilities only)."""
+        reader = self.profile.capabilities if self.profile is not None else frozenset()
+        return (self.declared - self.lacks()) | reader
+
+    def lacks(self) -> frozenset[Capability]:
+        """Declared capabilities this one target has not (e.g. an emulator without reset
+        codes): they can only be taken away here, never added."""
+        return frozenset()
+
+    @property
+    def emulated(self) -> bool:
+        """Whether the card is no citizen's card but pinloop's emulator (``emulator``): what
+        the reports call it. Every rule asks for the capability it needs instead."""
+        return Capability.EMULATOR in self.capabilities
+
+    @property
+    def card_description(self) -> str:
+        """What reports call the card."""
+        return "real card"
 
     @property
     def report_name(self) -> str:
@@ -128,7 +159,8 @@ class Target:
         log: Callable[[str], None] | None = None,
     ) -> None:
         """Bring the card to the state a scenario starts from (``pins``: those it uses;
-        ``spend``: the tries it declares per PIN; ``log``: where notes go)."""
+        ``spend``: the tries it declares per PIN; ``log``: where notes go). The runner calls it
+        through :func:`harness.safety.begin`."""
 
     def end(self) -> None:
         """After a scenario whose connection did not fail: put back what it spent."""
@@ -150,21 +182,48 @@ class Target:
             switch.close()
         self.recover()
 
+    # -- what only a target with the capability does (refused on any other) ----------------
     def verified(self, pin_id: str) -> bool:
-        raise TargetError(f"{self.name}: the verified state of a real card is not observable")
+        """Whether ``pin_id`` is verified (``observe-verified``)."""
+        if Capability.OBSERVE_VERIFIED not in self.capabilities:
+            raise TargetError(f"{self.name}: the verified state of a real card is not observable")
+        return self._verified(pin_id)
+
+    def reset_code(self, route: str) -> bytes:
+        """The card's reset code of ``route`` for its test re-initialisation (``test-reinit``;
+        :class:`~harness.guard.UnsafeStep` on a target without it)."""
+        refuse_without(self, Capability.TEST_REINIT)
+        return self._reset_code(route)
+
+    @contextlib.contextmanager
+    def write_points(self, hook: WriteHook) -> Iterator[None]:
+        """``hook`` called at every NVM write point of the card while the block runs (it
+        raises :class:`~harness.errors.CardPowerLost` to cut there; ``write-points``;
+        :class:`~harness.guard.UnsafeStep` on a target without it)."""
+        refuse_without(self, Capability.WRITE_POINTS)
+        self._write_hook(hook)
+        try:
+            yield
+        finally:
+            self._write_hook(None)
+
+    def _verified(self, pin_id: str) -> bool:
+        raise TargetError(f"{self.name}: the verified state of its card is not observable")
+
+    def _reset_code(self, route: str) -> bytes:
+        raise TargetError(f"{self.name}: its card has no test re-initialisation")
+
+    def _write_hook(self, hook: WriteHook | None) -> None:
+        raise TargetError(f"{self.name}: its card's write points are not reachable")
 
     def recover(self) -> None:
         """Reach the card again after it lost power in the middle of a command."""
         self.transport.power_cycle()
 
     def power_switch(self) -> PowerSwitch:
-        """What cuts this card's power: the reader profile's ``power_switch``, else PC/SC."""
-        spec = self.profile.power_switch if self.profile is not None else None
-        if spec is None or spec.kind == "pcsc-unpower":
-            return PcscUnpower(self.transport.close)
-        if spec.kind == "operator":
-            return OperatorSwitch(self.name, deadline=spec.deadline_s)
-        return SerialRelay(spec.url, spec.channel, deadline=spec.deadline_s)
+        """What cuts this card's power: the reader profile's ``power_switch`` (its kind from
+        :data:`harness.lab.power.SWITCHES`), else PC/SC."""
+        return power_switch(self.profile.power_switch if self.profile is not None else None, self)
 
     @property
     def power_off_ms(self) -> float:
@@ -173,6 +232,13 @@ class Target:
 
     def close(self) -> None:
         self.transport.close()
+
+
+@runtime_checkable
+class ResetCodes(Protocol):
+    """An emulation that knows its card's reset codes (the test re-initialisation)."""
+
+    def reset_code(self, route: str) -> bytes: ...
 
 
 class _BuiltInEmulation:
@@ -197,9 +263,15 @@ class _BuiltInEmulation:
 
         self.card.store = MemoryStore(self.template.copy())
 
+    def reset_code(self, route: str) -> bytes:
+        return self.card.store.state.reset_codes[route]
+
 
 class _Emulated(Target):
-    emulated = True
+    """pinloop's emulator, checked to be this target's own: it can do everything a scenario
+    asks of a card (:data:`harness.capabilities.EMULATED`)."""
+
+    declared = EMULATED
 
     def __init__(
         self,
@@ -231,8 +303,26 @@ class _Emulated(Target):
     def power_off_ms(self) -> float:
         return 0.0  # the emulator keeps the card out long enough for pcscd to see it leave
 
-    def verified(self, pin_id: str) -> bool:
+    def lacks(self) -> frozenset[Capability]:
+        """An emulator that does not give its reset codes has no test re-initialisation."""
+        if isinstance(self.emulation, ResetCodes):
+            return frozenset()
+        return frozenset({Capability.TEST_REINIT})
+
+    @property
+    def card_description(self) -> str:
+        return self.card.description
+
+    def _verified(self, pin_id: str) -> bool:
         return pin_id in self.card.verified
+
+    def _reset_code(self, route: str) -> bytes:
+        if not isinstance(self.emulation, ResetCodes):
+            raise TargetError(f"{self.name}: its emulator gives no reset codes")
+        return self.emulation.reset_code(route)
+
+    def _write_hook(self, hook: WriteHook | None) -> None:
+        self.card.write_hook = hook
 
     def apdus_received(self) -> int | None:
         return self.card.apdus
@@ -396,9 +486,12 @@ class PcscdTarget(_Emulated):
 
 class GuardedCard:
     """The real-card part of a target: its guard, its PINs from the environment, and how a
-    scenario begins and ends on it. Mixed into a :class:`Target` whose transport it wraps."""
+    scenario begins and ends on it. Mixed into a :class:`Target` whose transport it wraps
+    (first among its bases): it declares no capability of its own, whatever the target's
+    class would, so a card behind the guard has only what its reader gives."""
 
     name: str
+    declared: ClassVar[frozenset[Capability]] = frozenset()
     guard: RealCardGuard
     card_profile: CardProfile
 
@@ -457,7 +550,7 @@ def env_secret(card: CardProfile, pin_id: str, reader: str) -> Secret:
 
 
 class RealReaderTarget(GuardedCard, Target):
-    emulated = False
+    """A real card in a real reader: nothing but what the reader's profile gives."""
 
     def __init__(
         self,
@@ -532,49 +625,153 @@ def _profile_for(name: str) -> ReaderProfile | None:
         return None
 
 
+@dataclass(frozen=True)
+class TargetSetup:
+    """What a target kind is given to build a target of ``--pinloop-target KIND[:ARG]``."""
+
+    #: the whole spec, as the run names the target
+    spec: str
+    #: the card profile the run is for (None: the emulator's own card)
+    card: CardProfile | None
+    #: ``--pinloop-defect`` (emulated cards only)
+    defect: str | None
+    #: the lab's reader profiles (None: the session's folder, with the built-in ones)
+    readers_dir: Path | None = None
+    #: the guard of this spec's earlier target in the session (set up again after a fault)
+    guard: RealCardGuard | None = None
+    #: the built-in emulator's card config, or how to load it (only an emulated kind does)
+    config: CardConfig | Callable[[], CardConfig] | None = None
+
+    def card_config(self) -> CardConfig:
+        """The built-in emulator's card config: the given one, else the emulator's own."""
+        if callable(self.config):
+            return self.config()
+        if self.config is not None:
+            return self.config
+        from harness.emulator import load_card_config
+
+        return load_card_config()
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    """One kind of ``--pinloop-target``: ``make(arg, setup)`` builds the target (``arg``: what
+    follows ``KIND:`` in the spec, ``""`` if nothing does)."""
+
+    make: Callable[[str, TargetSetup], Target]
+    #: how a spec names it, for listings (``reader:NAME-REGEX``)
+    usage: str
+    #: one line for the docs
+    doc: str = ""
+
+
+#: builds an emulated target: the built-in emulator (card config and defects), or another
+#: card's emulator (``emulation``)
+_MakeEmulated = Callable[["CardConfig | None", "DefectProfile | None", "Emulation | None"], Target]
+
+
+def _emulated(kind: str, make: _MakeEmulated, doc: str) -> TargetKind:
+    """A kind of emulated target: the card profile's own emulator, else the built-in one
+    personalised from the card config with the defect; the card must be the run's."""
+
+    def build(arg: str, setup: TargetSetup) -> Target:
+        if arg:
+            raise TargetError(f"target {kind} takes no argument, got {setup.spec}")
+        emulation = emulation_for(setup.card, setup.defect)
+        if emulation is not None:  # the card profile names its own emulator
+            target = make(None, None, emulation)
+        else:
+            from harness.emulator import parse_profile
+
+            target = make(setup.card_config(), parse_profile(setup.defect or "faithful"), None)
+        check_card(target, setup.card)
+        return target
+
+    return TargetKind(build, kind, doc)
+
+
+def _pcscd_workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="pinloop-pcscd-"))
+
+
+def _real_reader(arg: str, setup: TargetSetup) -> Target:
+    if setup.defect:
+        raise TargetError("--pinloop-defect applies to emulated cards only")
+    if setup.card is None:
+        raise TargetError(f"{setup.spec}: a real card needs its card profile")
+    return RealReaderTarget(arg, setup.readers_dir, card=setup.card, guard=setup.guard)
+
+
+def _target_kind(name: str, obj: object) -> TargetKind:
+    if not isinstance(obj, TargetKind):
+        raise ConfigError(
+            f"target {name!r}: its entry point gives a {type(obj).__name__}, "
+            "not a harness.target.TargetKind"
+        )
+    return obj
+
+
+#: the kinds of ``--pinloop-target`` (entry-point group ``pinloop.targets``)
+TARGETS: Registry[TargetKind] = Registry("pinloop.targets", "target", _target_kind)
+TARGETS.built_in(
+    "inprocess",
+    _emulated(
+        "inprocess",
+        lambda c, d, e: InProcessTarget(c, d, emulation=e),
+        "the emulated card called directly",
+    ),
+)
+TARGETS.built_in(
+    "pcscd",
+    _emulated(
+        "pcscd",
+        lambda c, d, e: PcscdTarget(c, d, _pcscd_workdir(), emulation=e),
+        "the emulated card behind a pcscd and vpcd this target starts",
+    ),
+)
+TARGETS.built_in(
+    "reader",
+    TargetKind(_real_reader, "reader:NAME-REGEX", "a real card in the one reader NAME matches"),
+)
+
+
+def target_usages() -> list[str]:
+    """How each known kind is named in ``--pinloop-target`` (``inprocess``, ``reader:NAME``…)."""
+    usages = []
+    for name in TARGETS.names():
+        try:
+            usages.append(TARGETS.get(name).usage)
+        except ConfigError:
+            usages.append(f"{name} (cannot be loaded)")
+    return usages
+
+
 def make_target(
     spec: str,
-    config: CardConfig | None,
+    config: CardConfig | Callable[[], CardConfig] | None,
     defect: str | None,
     readers_dir: Path | None = None,
     *,
     card: CardProfile | None = None,
     guard: RealCardGuard | None = None,
 ) -> Target:
-    """``inprocess``, ``pcscd`` or ``reader:NAME-REGEX`` (its profile from ``readers_dir``,
-    else the lab's folder, with the built-in ones; ``guard``: the earlier guard of that reader).
+    """The target ``spec`` names: ``KIND`` or ``KIND:ARG``, a kind of :data:`TARGETS`
+    (``inprocess``, ``pcscd``, ``reader:NAME-REGEX`` or a lab's own; an unknown kind is an
+    error listing the known ones). ``readers_dir``: the lab's reader profiles (else the lab's
+    folder, with the built-in ones); ``guard``: the earlier guard of that reader.
 
     ``card``: the card profile the run is for. An emulated target's card is the one its
-    emulator implements (``config``: its card config), which must be ``card`` when it is given;
-    a real reader's card is ``card``, which it needs."""
-    if spec.startswith("reader:"):
-        if defect:
-            raise TargetError("--pinloop-defect applies to emulated cards only")
-        if card is None:
-            raise TargetError(f"{spec}: a real card needs its card profile")
-        return RealReaderTarget(spec[len("reader:") :], readers_dir, card=card, guard=guard)
-    if spec not in ("inprocess", "pcscd"):
-        raise TargetError(f"unknown target {spec!r}; use inprocess, pcscd or reader:NAME")
-    target: Target
-    emulation = emulation_for(card, defect)
-    if emulation is not None:  # the card profile names its own emulator
-        if spec == "inprocess":
-            target = InProcessTarget(None, None, emulation=emulation)
-        else:
-            workdir = Path(tempfile.mkdtemp(prefix="pinloop-pcscd-"))
-            target = PcscdTarget(None, None, workdir, emulation=emulation)
-        check_card(target, card)
-        return target
-    from harness.emulator import load_card_config, parse_profile
-
-    defects = parse_profile(defect or "faithful")
-    config = config if config is not None else load_card_config()
-    if spec == "inprocess":
-        target = InProcessTarget(config, defects)
-    else:
-        target = PcscdTarget(config, defects, Path(tempfile.mkdtemp(prefix="pinloop-pcscd-")))
-    check_card(target, card)
-    return target
+    emulator implements (``config``: its card config, or how to load it), which must be
+    ``card`` when it is given; a real reader's card is ``card``, which it needs."""
+    kind, _, arg = spec.partition(":")
+    try:
+        found = TARGETS.get(kind)
+    except UnknownName:
+        raise TargetError(
+            f"unknown target {spec!r}; use one of: {', '.join(target_usages())}"
+        ) from None
+    setup = TargetSetup(spec, card, defect, readers_dir, guard, config)
+    return found.make(arg, setup)
 
 
 def check_card(target: Target, card: CardProfile | None) -> None:

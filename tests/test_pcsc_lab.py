@@ -61,6 +61,7 @@ def test_readers_command(
         assert "Virtual PCD 00 00\n    card:    3B E0 00 FF 81 31 FE 45 14 (jpki-contact)" in out
         assert "Virtual PCD 00 01\n    card:    no card" in out
         assert out.count("profile: virtual-pcd") == 2
+        assert out.count("can:     extended-apdu\n") == 2  # what the profile gives
     finally:
         emu.stop()
 

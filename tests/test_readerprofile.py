@@ -245,7 +245,7 @@ def test_the_lab_comes_first_and_replaces_by_name(tmp_path: Path) -> None:
         tmp_path,
         "slow",
         "name: in-process\nmatch: '^emulated \\(in-process\\)$'\ninterface: virtual\n"
-        "emulated: true\ntiming: {verify_p50_ms: 50}\n",
+        "timing: {verify_p50_ms: 50}\n",
     )
     profiles = load_profiles(tmp_path)
     assert sorted(_sources(profiles)) == ["bench", "in-process", "virtual-pcd"]
@@ -272,7 +272,7 @@ def test_pinloop_readers_reaches_the_emulated_targets(tmp_path: Path) -> None:
         lab,
         "in-process",
         "name: in-process\nmatch: '^emulated \\(in-process\\)$'\ninterface: virtual\n"
-        "emulated: true\ntiming: {verify_p50_ms: 0.000001}\n",
+        "timing: {verify_p50_ms: 0.000001}\n",
     )
     root = Path(__file__).resolve().parents[1]
     scenario = root / "scenarios" / "verify-latency.pin.yaml"

@@ -1,7 +1,9 @@
 """Power switches: how the lab takes power away from a card and gives it back.
 
-A reader profile names one (``power_switch:`` in ``readers/*.yaml``); without one a reader uses
-``pcsc-unpower``.
+A reader profile names one by its kind (``power_switch: {kind: …}`` in ``readers/*.yaml``);
+without one a reader uses ``pcsc-unpower``. The kinds come from :data:`SWITCHES`: the built-in
+ones below, and those a lab package declares under the entry-point group
+``pinloop.power_switches`` (a :class:`SwitchKind`; :mod:`harness.registry`).
 
 - ``pcsc-unpower``: PC/SC ``SCardDisconnect(SCARD_UNPOWER_CARD)``, then a new connection. It
   acts **between** commands only: pcsc-lite serialises the calls on one card handle, and the
@@ -35,15 +37,18 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import serial
 
-from harness.errors import CardPowerLost, HarnessError, TransportError
+from harness.errors import CardPowerLost, ConfigError, HarnessError, TransportError
+from harness.registry import Registry, UnknownName
 
 if TYPE_CHECKING:
     from harness.cards.emulated import CardEmulator
+    from harness.target import Target
 
 
 class PowerSwitchError(HarnessError):
@@ -276,3 +281,89 @@ class OperatorSwitch:
 
     def close(self) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class SwitchSpec:
+    """``power_switch:`` of a reader profile: which switch cuts this reader's card power, and
+    how."""
+
+    kind: str  # a name of SWITCHES: pcsc-unpower | operator | relay | a lab's own
+    url: str = ""
+    channel: int = 1
+    off_ms: float = 500.0  # how long the power stays off
+    deadline_s: float = 1.0  # relay answers; operator: 60 s per action
+    source: str = ""
+    #: what a lab's own kind reads (``options:`` of the profile's power_switch)
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SwitchKind:
+    """One ``power_switch: {kind: …}`` of reader profiles: how to make its switch for a target
+    from the profile's spec (``url``, ``channel``, ``deadline_s``, and ``options`` for a kind
+    of the lab's own)."""
+
+    make: Callable[[SwitchSpec, Target], PowerSwitch]
+    #: whether its switch cuts a command while it runs (the target then has mid-command-cut)
+    mid_command: bool
+    #: the spec's keys it cannot do without, each with an example (``url: /dev/ttyUSB0``)
+    needs: Mapping[str, str] = field(default_factory=dict)
+    #: one line for the docs
+    doc: str = ""
+
+
+def _switch_kind(name: str, obj: object) -> SwitchKind:
+    if not isinstance(obj, SwitchKind):
+        raise ConfigError(
+            f"power switch {name!r}: its entry point gives a {type(obj).__name__}, "
+            "not a harness.lab.power.SwitchKind"
+        )
+    return obj
+
+
+#: the power switches reader profiles may name (entry-point group ``pinloop.power_switches``)
+SWITCHES: Registry[SwitchKind] = Registry("pinloop.power_switches", "power switch", _switch_kind)
+SWITCHES.built_in(
+    "pcsc-unpower",
+    SwitchKind(
+        lambda spec, target: PcscUnpower(target.transport.close),
+        mid_command=False,
+        doc="SCardDisconnect with SCARD_UNPOWER_CARD, between commands only (the default)",
+    ),
+)
+SWITCHES.built_in(
+    "operator",
+    SwitchKind(
+        lambda spec, target: OperatorSwitch(target.name, deadline=spec.deadline_s),
+        mid_command=False,
+        doc="a person pulls the card and puts it back, confirmed by the reader",
+    ),
+)
+SWITCHES.built_in(
+    "relay",
+    SwitchKind(
+        lambda spec, target: SerialRelay(spec.url, spec.channel, deadline=spec.deadline_s),
+        mid_command=True,
+        needs={"url": "url: /dev/ttyUSB0"},
+        doc="a serial relay (the protocol above) on a pyserial URL; cuts mid-command",
+    ),
+)
+
+#: the kind of a reader without ``power_switch:``
+DEFAULT_KIND = "pcsc-unpower"
+
+
+def switch_kind(name: str) -> SwitchKind:
+    """The registered kind ``name``; a :class:`ConfigError` listing the known ones if none."""
+    try:
+        return SWITCHES.get(name)
+    except UnknownName as exc:
+        raise ConfigError(str(exc), expected="kind: " + " | ".join(exc.known)) from None
+
+
+def power_switch(spec: SwitchSpec | None, target: Target) -> PowerSwitch:
+    """The switch a reader profile's ``power_switch`` names for ``target`` (none:
+    ``pcsc-unpower``)."""
+    spec = spec if spec is not None else SwitchSpec(DEFAULT_KIND)
+    return switch_kind(spec.kind).make(spec, target)

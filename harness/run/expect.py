@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from harness.apdu import sw as SW
 from harness.apdu.model import ResponseAPDU
+from harness.capabilities import Capability
 from harness.errors import DeviceDefect
 from harness.scenario.model import Expect, Scenario, Step
 
@@ -151,7 +152,7 @@ def check(
     if e.blocked is not None and after is not None and (after == 0) != e.blocked:
         raise session.fail(f"{pin} blocked", str(e.blocked), f"{after} tries left")
     if e.verified is not None:
-        if not session.target.emulated:
+        if Capability.OBSERVE_VERIFIED not in session.target.capabilities:
             session.note(f"verified state of {pin} is not observable on a real card: not checked")
         elif session.target.verified(pin) != e.verified:
             raise session.fail(f"{pin} verified", str(e.verified), str(not e.verified))

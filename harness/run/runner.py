@@ -1,11 +1,13 @@
 """Run a scenario's steps on a target: begin, each step by its kind, end.
 
-Safety on real cards is not the runner's job: every APDU it sends to a card that is not the
-emulator passes the target's guard (:mod:`harness.guard`), which refuses what could block,
-change or leave a PIN short. The runner tells the target what the scenario declares
-(:func:`harness.scenario.spend.declared_spend`) when it begins, and lets it restore the card
-when the scenario ends. What only the emulator has (literal and fresh PINs, the test
-re-initialisation) is refused on a real card by the session and the steps that need it.
+Safety on real cards is not the runner's job: the rules are :mod:`harness.safety`'s. The
+runner begins a scenario through :func:`harness.safety.begin` (the target is told what the
+scenario declares, :func:`harness.scenario.spend.declared_spend`, and a real card's guard
+restores its PINs and refuses what could go below the floor), and lets the target restore the
+card when the scenario ends. Every APDU it sends to a card that is not the emulator passes the
+target's guard (:mod:`harness.guard`); what only some cards allow (literal and fresh PINs, the
+test re-initialisation, cuts at write points) is refused on the others
+(:func:`harness.safety.refuse_without`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
+from harness import safety
 from harness.errors import ConfigError, SourceLocation, TransportError
 from harness.guard import Refused
 from harness.run.record import StepRecord, first_line
 from harness.run.session import CardSession
 from harness.scenario import model as M
-from harness.scenario.spend import declared_spend
 from harness.steps import kind_of
 from harness.target import Target
 
@@ -57,15 +59,9 @@ class Runner:
         """Begin (the target brings the card to the scenario's start), the steps, then the
         end (a real card's counters and values put back), unless the connection failed."""
         session = self.session
-        spend = declared_spend(
-            self.scenario, {p: self.target.max_tries(p) for p in session.card.pin_ids}
-        )
         try:
-            self.target.begin(
-                self.scenario.pins,
-                spend=spend,
-                destructive_ok=self.destructive_ok,
-                log=session.note,
+            safety.begin(
+                self.target, self.scenario, destructive_ok=self.destructive_ok, log=session.note
             )
             session.lab_done()
             try:

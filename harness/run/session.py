@@ -7,7 +7,8 @@ APDU trace (PINs masked) and the run's timing record (a row per APDU, with its k
 measured (marginal budgets, the timing series of a leak test) is kept here for the outputs.
 
 Safety on real cards is not its job: every APDU to a card that is not the emulator passes the
-target's guard (:mod:`harness.guard`).
+target's guard (:mod:`harness.guard`), and the PIN values only some cards allow (literal and
+fresh ones) are refused on the others by :func:`harness.safety.refuse_without`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from harness.apdu import commands as C
 from harness.apdu import render_command
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU, ResponseAPDU
+from harness.capabilities import Capability
 from harness.cards.profile import CardProfile, PinSpec
 from harness.errors import ConfigError, HarnessError
-from harness.guard import UnsafeStep
 from harness.run.expect import ExpectationFailed
 from harness.run.record import ApduRecord, ScenarioRecord, StepRecord
+from harness.safety import refuse_without
 from harness.scenario import model as M
 from harness.secret import Secret
 from harness.target import Target
@@ -70,7 +72,7 @@ def _variant(right: bytes, v: str, spec: PinSpec, pin: str) -> Secret:
 
 
 def _fresh(right: Secret, letters: bool) -> Secret:
-    """A random valid PIN that is not ``right`` (emulated cards only)."""
+    """A random valid PIN that is not ``right`` (a card with ``fresh-pins`` only)."""
     while True:
         fresh = Secret(
             b"PL%06d" % secrets.randbelow(10**6)
@@ -293,8 +295,7 @@ class CardSession:
         most of it, so they are secrets too)."""
         spec = self.card.pins_by_id[pin]
         if isinstance(v, M.Literal):
-            if not self.target.emulated:
-                raise UnsafeStep("literal PIN values are for emulated cards only")
+            refuse_without(self.target, Capability.LITERAL_PINS)
             return Secret(v.value.encode())
         if v == "new":
             if pin not in self.new:
@@ -309,8 +310,7 @@ class CardSession:
         if v == "right":
             return right
         if v == "fresh":
-            if not self.target.emulated:
-                raise UnsafeStep("a fresh PIN on a real card would be unknown to the lab")
+            refuse_without(self.target, Capability.FRESH_PINS)
             return _fresh(right, spec.format.letters)
         return _variant(right.reveal(), v, spec, pin)
 

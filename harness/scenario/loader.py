@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from harness.capabilities import Capability
 from harness.cards.profile import CardProfile
 from harness.config import LoadedYAML, load_yaml, validate, validate_at
 from harness.config.yamlfile import location_of
@@ -60,6 +61,7 @@ def _build(doc: LoadedYAML, params: dict[str, str], card: CardProfile) -> M.Scen
         c.action = next(k for k in raw if k in known)
         c.path = ["steps", i, c.action]
         loc = location_of(doc.data, ["steps", i], doc.path)
+        c.line = loc.line
         common = {
             "where": loc,
             "snippet": doc.snippet(loc.line) or "",
@@ -93,6 +95,8 @@ def _build(doc: LoadedYAML, params: dict[str, str], card: CardProfile) -> M.Scen
             where,
             expected="tags: [needs-reinit]",
         )
+    for name in data.get("requires", []):
+        c.needs.setdefault(Capability(name), "requires:")
     top = location_of(doc.data, [], doc.path)
     return M.Scenario(
         name=sub(doc, str(data["name"]), params, ["name"]),
@@ -105,4 +109,5 @@ def _build(doc: LoadedYAML, params: dict[str, str], card: CardProfile) -> M.Scen
         severity=str(data.get("severity", "normal")),
         tags=c.tags,
         card=card.name,
+        needs=tuple(c.needs.items()),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from harness.capabilities import TAG_REQUIRES, Capability
 from harness.errors import SourceLocation
 
 
@@ -67,10 +68,25 @@ class Scenario:
     tags: frozenset[str] = frozenset()
     #: the card profile it was loaded for (its PINs are that card's)
     card: str = ""
+    #: what its steps and its ``requires:`` need of a target beyond its tags: each capability
+    #: with what needs it (``tear step, line 12``)
+    needs: tuple[tuple[Capability, str], ...] = ()
 
     @property
     def id(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self.params.items())
+
+    @property
+    def requires(self) -> dict[Capability, str]:
+        """Every capability a target needs to run this scenario, each with what needs it: its
+        tags first (:data:`~harness.capabilities.TAG_REQUIRES`), then its steps."""
+        out: dict[Capability, str] = {}
+        for tag in sorted(self.tags):
+            for capability in sorted(TAG_REQUIRES.get(tag, ())):
+                out.setdefault(capability, f"tag {tag}")
+        for capability, why in self.needs:
+            out.setdefault(capability, why)
+        return out
 
     @property
     def pins(self) -> frozenset[str]:

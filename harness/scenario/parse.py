@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.capabilities import Capability
 from harness.cards.profile import CardProfile
 from harness.config import LoadedYAML
 from harness.scenario import model as M
@@ -94,7 +95,8 @@ def _pin_of(
 @dataclass
 class Parse:
     """What the parser of one step sees: the file, its parameters, the card, the step's path,
-    the PIN the last select made current, and what the scenario turned out to use."""
+    the PIN the last select made current, and what the scenario turned out to use and to need
+    of a target (:meth:`require`)."""
 
     doc: LoadedYAML
     params: dict[str, str]
@@ -105,6 +107,10 @@ class Parse:
     uses_reinit: bool = False
     path: list[str | int] = field(default_factory=list)
     action: str = ""
+    #: the line of the step being parsed (what a requirement says needs it)
+    line: int | None = None
+    #: the capabilities the steps need of a target, each with the first step that needs it
+    needs: dict[Capability, str] = field(default_factory=dict)
 
     def pin(self, body: Any = None) -> str:
         """The PIN the step names (``pin:``) or else the current one."""
@@ -115,7 +121,17 @@ class Parse:
     def value(self, raw: Any) -> M.Value:
         v = parse_value(raw)
         self.uses_literal |= isinstance(v, M.Literal)
+        if isinstance(v, M.Literal):
+            self.require(Capability.LITERAL_PINS)
+        elif v == "fresh":
+            self.require(Capability.FRESH_PINS)
         return v
+
+    def require(self, capability: Capability, what: str = "") -> None:
+        """The step being parsed needs ``capability`` of a target (a target without it skips
+        the scenario, naming the step: ``what``, else the step's action, and its line)."""
+        where = f"{what or self.action + ' step'}" + (f", line {self.line}" if self.line else "")
+        self.needs.setdefault(capability, where)
 
     def changeable(self, pin: str, where: list[str | int], what: str) -> None:
         if self.card.pins_by_id[pin].change is None:

@@ -12,6 +12,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from harness.capabilities import TAG_REQUIRES, Capability
 from harness.cards.profile import CardProfile
 from harness.steps import kinds
 
@@ -171,7 +172,15 @@ def _schema(card: CardProfile, _kinds: tuple[object, ...]) -> dict[str, Any]:
                 "type": "array",
                 "uniqueItems": True,
                 "maxItems": 3,
-                "items": {"enum": ["destructive", "emulator-only", "needs-reinit"]},
+                "items": {"enum": sorted(TAG_REQUIRES)},
+            },
+            "requires": {
+                "type": "array",
+                "uniqueItems": True,
+                "maxItems": len(Capability),
+                "items": {"enum": [c.value for c in Capability]},
+                "description": "capabilities a target needs to run the scenario, beyond what "
+                "its tags and steps need (a target without one skips it)",
             },
             "for_each": {
                 "type": "object",

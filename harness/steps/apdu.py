@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.apdu.model import CommandAPDU, from_hex
+from harness.capabilities import Capability
 from harness.run.expect import check
 from harness.scenario.model import Step
 from harness.steps import StepKind
@@ -33,9 +34,21 @@ def schema(refs: CardRefs) -> dict[str, Any]:
 
 def parse(c: Parse, body: Any, common: dict[str, Any]) -> Apdu:
     try:
-        return Apdu(**common, raw=from_hex(body["hex"]))
+        raw = from_hex(body["hex"])
     except ValueError as exc:
         raise c.doc.error(f"apdu: {exc}", [*c.path, "hex"]) from None
+    if _extended(raw):
+        c.require(Capability.EXTENDED_APDU, "apdu step of an extended-length APDU")
+    return Apdu(**common, raw=raw)
+
+
+def _extended(raw: bytes) -> bool:
+    """Whether ``raw`` is an extended-length APDU (one that does not decode is sent as it is,
+    and its step fails when it runs, as ever)."""
+    try:
+        return CommandAPDU.parse(raw).is_extended
+    except ValueError:
+        return False
 
 
 def run(session: CardSession, s: Apdu) -> None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.apdu import commands as C
+from harness.apdu.model import SHORT_MAX_LE
+from harness.capabilities import Capability
 from harness.run.expect import check
 from harness.scenario.model import Step
 from harness.steps import StepKind
@@ -40,12 +42,15 @@ def schema(refs: CardRefs) -> dict[str, Any]:
 
 
 def parse(c: Parse, body: Any, common: dict[str, Any]) -> Read:
+    length = int(body.get("length", 256))
+    if length > SHORT_MAX_LE:
+        c.require(Capability.EXTENDED_APDU, f"read of {length} bytes")
     return Read(
         **common,
         ef=int(body["ef"], 16),
         sfi=bool(body.get("sfi")),
         offset=int(body.get("offset", 0)),
-        length=int(body.get("length", 256)),
+        length=length,
     )
 
 

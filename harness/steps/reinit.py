@@ -1,5 +1,5 @@
 """``reinit: {route, pin?, new?}``: the emulated card's test re-initialisation (RESET RETRY
-COUNTER with the route's reset code); a real card has none."""
+COUNTER with the route's reset code); a real card has none. The step needs ``test-reinit``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.apdu import commands as C
-from harness.guard import UnsafeStep
+from harness.capabilities import Capability
 from harness.run.expect import check, tries_before
 from harness.scenario.model import Step, Value
 from harness.scenario.schema import VALUE, one_of
@@ -43,14 +43,14 @@ def schema(refs: CardRefs) -> dict[str, Any]:
 def parse(c: Parse, body: Any, common: dict[str, Any]) -> Reinit:
     pin = c.pin(body)
     c.uses_reinit = True
+    c.require(Capability.TEST_REINIT)
     return Reinit(**common, pin=pin, route=body["route"], new=c.value(body.get("new", "fresh")))
 
 
 def reset_code(session: CardSession, route: str) -> bytes:
-    """The emulated card's reset code of ``route`` (refused on a real card)."""
-    if not session.target.emulated:
-        raise UnsafeStep("reinit is the emulator's test mechanism; a real card has none")
-    return session.target.card.store.state.reset_codes[route]  # type: ignore[attr-defined, no-any-return]
+    """The card's reset code of ``route``: refused on a target without ``test-reinit`` (a real
+    card has none; :meth:`harness.target.Target.reset_code`)."""
+    return session.target.reset_code(route)
 
 
 def run(session: CardSession, s: Reinit) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.apdu import commands as C
 from harness.apdu.model import ResponseAPDU
+from harness.capabilities import Capability
 from harness.run.expect import check
 from harness.scenario.model import Step
 from harness.scenario.schema import one_of
@@ -37,6 +38,9 @@ def schema(refs: CardRefs) -> dict[str, Any]:
 
 
 def parse(c: Parse, body: Any, common: dict[str, Any]) -> Sign:
+    expect = common["expect"]
+    if expect is not None and expect.signature == "valid":  # the certificate in one READ
+        c.require(Capability.EXTENDED_APDU, "sign with expect signature: valid")
     return Sign(**common, key=body["key"])
 
 

@@ -20,6 +20,7 @@ from harness.apdu import commands as C
 from harness.apdu import render_command
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU
+from harness.capabilities import Capability
 from harness.errors import CardPowerLost, HarnessError, TransportError
 from harness.lab.power import TimedCut
 from harness.scenario.model import Step
@@ -72,6 +73,7 @@ def parse(c: Parse, body: Any, common: dict[str, Any]) -> Tear:
                 expected="command: verify",
             )
         c.need_tag("destructive", "tear with delays_us sends wrong PINs")
+        c.require(Capability.MID_COMMAND_CUT, "tear with delays_us")
         delays = tuple(float(d) for d in body["delays_us"])
         return Tear(**common, pin=c.pin(), delays_us=delays)
     c.need_tag(
@@ -83,6 +85,11 @@ def parse(c: Parse, body: Any, common: dict[str, Any]) -> Tear:
     if command == "change":
         c.changeable(pin, [*c.path, "command"], "tear")
     c.uses_reinit |= command == "reinit"
+    c.require(Capability.WRITE_POINTS, f"tear of {command}")
+    if command == "reinit":
+        c.require(Capability.TEST_REINIT, "tear of reinit")
+    if command in ("change", "reinit"):  # the torn command sets a fresh PIN
+        c.require(Capability.FRESH_PINS, f"tear of {command}")
     return Tear(**common, pin=pin, command=command)
 
 
@@ -193,16 +200,15 @@ class Tearing:
     ) -> None:
         """Send ``cmd``, noting each write point it passes in ``seen``. With ``index`` the
         power goes at that write point; without, the command must complete (9000 if ``ok``)."""
-        card = self.s.target.card  # type: ignore[attr-defined]
 
         def hook(point: str, phase: str) -> None:
             seen.append((point, phase))
             if len(seen) - 1 == index:
                 raise CardPowerLost(point, phase)
 
-        card.write_hook = hook
         try:
-            resp = self.s.tx(cmd, "step" if index is None else "cut")
+            with self.s.target.write_points(hook):  # refused on a target without write-points
+                resp = self.s.tx(cmd, "step" if index is None else "cut")
             if index is None:
                 if ok and not resp.ok:
                     raise self.s.fail("the command to tear, uncut", "9000", SW.describe(resp.sw))
@@ -215,8 +221,6 @@ class Tearing:
                 raise  # not our cut: a real fault of the lab, reported as such
             shown = render_command(cmd, reveal=self.s.reveal)
             self.s.note(f"power cut at {seen[-1][0]}/{seen[-1][1]} (point {index}) during {shown}")
-        finally:
-            card.write_hook = None
         self.s.target.recover()
         self.s.forget_selection()
         self.s.lab_done()

@@ -1,0 +1,128 @@
+"""Every rule that keeps a real card safe, in one place (the APDU-level ones are the guard's).
+
+A citizen whose My Number card locks must go to the municipal window. What pinloop does to a
+card follows from two things: what the target *can* do, its capabilities
+(:mod:`harness.capabilities`, declared by its class and its reader profile), and what the lab
+*allows*: ``--pinloop-destructive-reader NAME`` gives that one reader ``block-pins``. The rules:
+
+- **Which scenario runs where** (:func:`skip_reason`, the pytest plugin's set-up): a scenario
+  runs on a target only if the target has every capability the scenario needs: its tags
+  (``destructive`` → ``block-pins``, ``emulator-only`` → ``emulator``, ``needs-reinit`` →
+  ``test-reinit``), its steps (``tear: {command}`` → ``write-points``, a ``fresh`` value →
+  ``fresh-pins`` …) and its ``requires:``. Otherwise it is skipped before anything is sent,
+  with each missing capability named and what needs it; a destructive scenario on a reader
+  that was not opted in names the option.
+- **The start of a scenario** (:func:`begin`): the target is told the tries the scenario
+  declares (:func:`harness.scenario.spend.declared_spend`) and whether it may block a PIN; a
+  real card's guard (:meth:`harness.guard.RealCardGuard.begin`) refuses a scenario that could
+  bring a counter below its floor, and restores the card's PINs first.
+- **While it runs** (:func:`refuse_without`): what only a card with a capability allows is
+  refused on any other, whatever the scenario's tags: literal PIN values (``literal-pins``),
+  fresh PIN values (``fresh-pins``), the test re-initialisation (``test-reinit``) and cuts at
+  write points (``write-points``). The session and the targets' typed methods call it; a
+  refusal is an :class:`~harness.guard.UnsafeStep`, reported as a skip with the reason.
+- **Every APDU** to a card without ``emulator`` passes the real-card guard
+  (:mod:`harness.guard`), which the real-reader target puts in front of its transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING
+
+from harness.capabilities import HOW_TO_GET, Capability
+from harness.guard import UnsafeStep
+
+if TYPE_CHECKING:
+    from harness.scenario.model import Scenario
+    from harness.target import Target
+
+#: the option that opts one real reader in to destructive scenarios (``block-pins``)
+DESTRUCTIVE_OPTION = "--pinloop-destructive-reader"
+
+#: what a target without the capability refuses when a scenario run asks for it
+REFUSALS: dict[Capability, str] = {
+    Capability.LITERAL_PINS: "literal PIN values are for emulated cards only",
+    Capability.FRESH_PINS: "a fresh PIN on a real card would be unknown to the lab",
+    Capability.TEST_REINIT: "reinit is the emulator's test mechanism; a real card has none",
+    Capability.WRITE_POINTS: "a cut at a write point is the emulator's; a real card has none",
+}
+
+
+def granted(target: Target, destructive_readers: Collection[str] = ()) -> frozenset[Capability]:
+    """What ``target`` may do in this session: its capabilities, with ``block-pins`` when the
+    lab named its reader with ``--pinloop-destructive-reader`` (exact name)."""
+    capabilities = target.capabilities
+    if target.name in destructive_readers:
+        capabilities |= {Capability.BLOCK_PINS}
+    return capabilities
+
+
+def destructive_ok(target: Target, destructive_readers: Collection[str] = ()) -> bool:
+    """Whether a scenario on ``target`` may block or change a PIN (the guard's opt-in)."""
+    return Capability.BLOCK_PINS in granted(target, destructive_readers)
+
+
+def missing(
+    scenario: Scenario, target: Target, destructive_readers: Collection[str] = ()
+) -> dict[Capability, str]:
+    """The capabilities ``scenario`` needs that ``target`` has not, each with what needs it."""
+    have = granted(target, destructive_readers)
+    return {c: why for c, why in scenario.requires.items() if c not in have}
+
+
+def skip_reason(
+    scenario: Scenario, target: Target, destructive_readers: Collection[str] = ()
+) -> str | None:
+    """Why ``scenario`` must not run on ``target`` (the plugin skips it with this), or None.
+
+    ``needs test-reinit (tag needs-reinit), which ACS ACR39U 00 00 does not have``; a
+    destructive scenario on a reader the lab did not opt in names the option."""
+    lacking = missing(scenario, target, destructive_readers)
+    if not lacking:
+        return None
+    name = target.name
+    opt_in = f"enable with {DESTRUCTIVE_OPTION} '{name}'"
+    if set(lacking) == {Capability.BLOCK_PINS}:
+        where = f"real reader {name!r}" if not target.emulated else repr(name)
+        return (
+            f"destructive on {where} (needs {Capability.BLOCK_PINS}, "
+            f"{lacking[Capability.BLOCK_PINS]}): {opt_in}"
+        )
+    parts = []
+    for capability, why in lacking.items():
+        if capability is Capability.BLOCK_PINS:
+            continue
+        how = HOW_TO_GET.get(capability)
+        parts.append(f"{capability} ({why}{'; ' + how if how else ''})")
+    text = f"needs {', '.join(parts)}, which {name} does not have"
+    if Capability.BLOCK_PINS in lacking:
+        text += f"; it is destructive too ({DESTRUCTIVE_OPTION})"
+    return text
+
+
+def begin(
+    target: Target,
+    scenario: Scenario,
+    *,
+    destructive_ok: bool,
+    log: Callable[[str], None] | None = None,
+) -> None:
+    """The start of ``scenario`` on ``target``: the target brings the card to the scenario's
+    starting state, told the tries the scenario declares per PIN and whether it may block one
+    (a real card's guard restores its PINs and refuses a scenario that could go below its
+    floor: :class:`~harness.guard.Refused`)."""
+    from harness.scenario.spend import declared_spend
+
+    spend: Mapping[str, int] = declared_spend(
+        scenario, {p: target.max_tries(p) for p in target.card_profile.pin_ids}
+    )
+    target.begin(scenario.pins, spend=spend, destructive_ok=destructive_ok, log=log)
+
+
+def refuse_without(target: Target, capability: Capability) -> None:
+    """Raise :class:`~harness.guard.UnsafeStep` unless ``target`` has ``capability``: what a
+    scenario run asks only such a card for (:data:`REFUSALS`)."""
+    if capability not in target.capabilities:
+        why = REFUSALS.get(capability, f"this step needs {capability}")
+        raise UnsafeStep(f"{why} (needs {capability}, which {target.name} does not have)")
