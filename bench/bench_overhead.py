@@ -54,6 +54,8 @@ class _Bare(Target):
     """Just enough of a target for Runner.tx."""
 
     declared = EMULATED
+    #: the bench's own emulated card (harness.safety.check_target)
+    _pinloop_emulator = True
 
     def __init__(self, transport: Transport) -> None:
         self.name = transport.name

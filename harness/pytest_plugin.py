@@ -166,10 +166,11 @@ def pytest_runtest_makereport(
         and call.when == "call"
         and report.failed
         and call.excinfo is not None
-        and not isinstance(call.excinfo.value, AssertionError)
+        and not isinstance(call.excinfo.value, DeviceDefect)
     ):
-        # a lab fault (or a harness bug) in the middle of a scenario: an error, as in set-up;
-        # travels on the report to an xdist controller
+        # a lab fault (or a harness bug, a bare assert included: only a DeviceDefect says the
+        # device broke a rule) in the middle of a scenario: an error, as in set-up; travels
+        # on the report to an xdist controller
         report.pinloop_lab_fault = True  # type: ignore[attr-defined]
     if isinstance(item, ScenarioItem) and (
         call.when == "call" or report.failed or (report.skipped and call.when == "setup")
@@ -222,7 +223,7 @@ def _record(item: ScenarioItem, call: pytest.CallInfo[None], report: pytest.Test
         result = "skipped"
     elif report.failed:
         exc = call.excinfo.value if call.excinfo else None
-        result = "failed" if isinstance(exc, AssertionError) else "error"
+        result = "failed" if isinstance(exc, DeviceDefect) else "error"
     else:
         result = "passed"
     target = item.target
@@ -249,7 +250,12 @@ def _record(item: ScenarioItem, call: pytest.CallInfo[None], report: pytest.Test
             if result == "skipped"
             else first_line(exc_value)
         )
-    item.config.hook.pytest_pinloop_scenario(item=item, record=record)
+    try:
+        item.config.hook.pytest_pinloop_scenario(item=item, record=record)
+    except Exception as exc:  # a lab plugin's bug: said, and the outputs go on
+        item.warn(
+            pytest.PytestWarning(f"pinloop: a scenario hook raised {type(exc).__name__}: {exc}")
+        )
     times: list[ApduTime] = getattr(item, "latencies", [])
     scenario = item.nodeid.split("::", 1)[-1].rsplit("@", 1)[0]
     row = Row(

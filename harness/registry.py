@@ -79,7 +79,13 @@ class Registry(Generic[T]):
                         f"entry point {self.group} {point.name} = {point.value}: "
                         f"{point.name!r} is pinloop's built-in {self.what}; choose another name"
                     )
-                points.setdefault(point.name, point)
+                other = points.get(point.name)
+                if other is not None and other.value != point.value:
+                    raise ConfigError(
+                        f"entry point {self.group} {point.name}: two packages give it "
+                        f"({other.value} and {point.value}); uninstall one"
+                    )
+                points[point.name] = point
             self._points = points
         return self._points
 

@@ -30,8 +30,9 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING
 
-from harness.capabilities import HOW_TO_GET, Capability
-from harness.guard import UnsafeStep
+from harness.capabilities import HOW_TO_GET, READER, Capability, names
+from harness.errors import HarnessError
+from harness.guard import RealCardGuard, UnsafeStep
 
 if TYPE_CHECKING:
     from harness.scenario.model import Scenario
@@ -52,8 +53,10 @@ REFUSALS: dict[Capability, str] = {
 def granted(target: Target, destructive_readers: Collection[str] = ()) -> frozenset[Capability]:
     """What ``target`` may do in this session: its capabilities, with ``block-pins`` when the
     lab named its reader with ``--pinloop-destructive-reader`` (exact name)."""
+    if isinstance(destructive_readers, str):  # one name is not a collection of names
+        raise TypeError("destructive_readers: a collection of exact reader names")
     capabilities = target.capabilities
-    if target.name in destructive_readers:
+    if target.name in frozenset(destructive_readers):
         capabilities |= {Capability.BLOCK_PINS}
     return capabilities
 
@@ -114,10 +117,48 @@ def begin(
     floor: :class:`~harness.guard.Refused`)."""
     from harness.scenario.spend import declared_spend
 
+    check_target(target)
     spend: Mapping[str, int] = declared_spend(
         scenario, {p: target.max_tries(p) for p in target.card_profile.pin_ids}
     )
     target.begin(scenario.pins, spend=spend, destructive_ok=destructive_ok, log=log)
+
+
+class UnsafeTarget(HarnessError):
+    """A target that does not meet the real-card rules (:func:`check_target`): refused."""
+
+
+def check_target(target: Target, *, connected: bool = True) -> None:
+    """What pinloop relies on to keep a real card safe, held for every target whoever wrote
+    it (a lab's own kind from the registry too); an :class:`UnsafeTarget` (a lab fault)
+    otherwise, before anything is sent:
+
+    - ``emulator`` (and with it every capability that can spend or change a PIN) only for
+      pinloop's emulated targets (:data:`harness.target.EmulatedTarget` and its subclasses);
+    - any other target has its reader's capabilities only (:data:`READER`), and, once
+      ``connected``, its transport is the real-card guard: every APDU passes it.
+    """
+    have = target.capabilities
+    if Capability.EMULATOR in have:
+        if not getattr(type(target), "_pinloop_emulator", False):
+            raise UnsafeTarget(
+                f"{target.name}: claims {Capability.EMULATOR} but is not one of pinloop's "
+                "emulated targets (a lab's emulator target subclasses "
+                "harness.target.EmulatedTarget); refused before anything is sent"
+            )
+        return
+    extra = have - READER
+    if extra:
+        raise UnsafeTarget(
+            f"{target.name}: a card that is not pinloop's emulator may have its reader's "
+            f"capabilities only, not {names(extra)}; refused before anything is sent"
+        )
+    if connected and not isinstance(getattr(target, "transport", None), RealCardGuard):
+        raise UnsafeTarget(
+            f"{target.name}: every APDU to a card that is not pinloop's emulator passes the "
+            "real-card guard, and this target's transport is not one (mix in "
+            "harness.target.GuardedCard); refused before anything is sent"
+        )
 
 
 def refuse_without(target: Target, capability: Capability) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
-from harness.capabilities import EMULATED, Capability
+from harness.capabilities import EMULATED, READER, Capability
 from harness.cards.emulated import CardEmulator, Emulation, WriteHook, emulation_for
 from harness.cards.profile import CardProfile
 from harness.errors import ConfigError, HarnessError, TransportError, TransportTimeout
@@ -47,7 +47,7 @@ from harness.readerprofile import (
     select_profile,
 )
 from harness.registry import Registry, UnknownName
-from harness.safety import refuse_without
+from harness.safety import check_target, refuse_without
 from harness.secret import Secret
 from harness.timing import ApduTime
 from harness.transport.base import Transport
@@ -87,6 +87,8 @@ class Target:
         """What this target can do: its class's declaration (less what this one lacks) with
         its reader's (:attr:`ReaderProfile.capabilities`: the reader's own abilities only)."""
         reader = self.profile.capabilities if self.profile is not None else frozenset()
+        if isinstance(self, GuardedCard):  # a card behind the guard, whatever its bases say
+            return reader & READER
         return (self.declared - self.lacks()) | reader
 
     def lacks(self) -> frozenset[Capability]:
@@ -272,6 +274,8 @@ class _Emulated(Target):
     asks of a card (:data:`harness.capabilities.EMULATED`)."""
 
     declared = EMULATED
+    #: what :func:`harness.safety.check_target` takes for "this card is pinloop's emulator"
+    _pinloop_emulator: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -482,6 +486,11 @@ class PcscdTarget(_Emulated):
         """After a lab fault: the folder with pcscd's whole log stays, and is named."""
         self.keep_workdir = True
         return self.workdir
+
+
+#: the base of every target whose card is pinloop's emulator (``emulator``): a lab's own
+#: emulator target subclasses it (:func:`harness.safety.check_target`)
+EmulatedTarget = _Emulated
 
 
 class GuardedCard:
@@ -771,7 +780,13 @@ def make_target(
             f"unknown target {spec!r}; use one of: {', '.join(target_usages())}"
         ) from None
     setup = TargetSetup(spec, card, defect, readers_dir, guard, config)
-    return found.make(arg, setup)
+    target = found.make(arg, setup)
+    try:
+        check_target(target, connected=False)
+    except HarnessError:
+        target.close()
+        raise
+    return target
 
 
 def check_card(target: Target, card: CardProfile | None) -> None:

@@ -264,3 +264,66 @@ def test_a_bare_target_has_nothing() -> None:
         bare.reset_code("window")
     with pytest.raises(UnsafeStep, match="needs write-points"), bare.write_points(print):
         pass
+
+
+# -- what every target must meet, whoever wrote it --------------------------------------------
+def test_a_target_that_claims_more_than_it_is_is_refused_before_anything_is_sent(
+    template_state: object,
+) -> None:
+    """Found by review: nothing checked what a lab's target kind declares, so a target with a
+    real card could claim block-pins (no opt-in) or skip the guard entirely."""
+    from harness.emulator import EmulatedCard, MemoryStore
+    from harness.secret import Secret
+    from harness.target import GuardedCard, make_target
+    from harness.transport.inprocess import InProcessTransport
+
+    card = EmulatedCard(MemoryStore(template_state.copy()))  # type: ignore[attr-defined]
+
+    class Lab(Target):
+        name = "lab reader"
+        card_profile = JPKI
+
+        def __init__(self) -> None:
+            self.transport = InProcessTransport(card, name=self.name)
+
+        def secret(self, pin_id: str) -> Secret:
+            return Secret(b"1234")
+
+        def max_tries(self, pin_id: str) -> int:
+            return 3
+
+    class ClaimsEmulator(Lab):
+        declared = EMULATED
+
+    class ClaimsBlockPins(Lab):
+        declared = frozenset({Capability.BLOCK_PINS, Capability.LITERAL_PINS})
+
+    [scenario] = load_scenarios(ROOT / "scenarios" / "correct-restores-max.pin.yaml", JPKI)[:1]
+    for cls, words in [
+        (ClaimsEmulator, "claims emulator but is not one of pinloop's emulated targets"),
+        (ClaimsBlockPins, "reader's capabilities only, not literal-pins, block-pins"),
+        (Lab, "transport is not one"),  # reader capabilities, but no guard
+    ]:
+        with pytest.raises(safety.UnsafeTarget, match=words):
+            Runner(cls(), scenario, destructive_ok=True).run()
+    assert card.apdus == 0  # refused before the first APDU
+    with pytest.raises(safety.UnsafeTarget, match="claims emulator"):
+        safety.check_target(ClaimsEmulator(), connected=False)
+
+    # through the registry: make_target refuses (and closes) what a lab's kind builds
+    from harness.target import TARGETS, TargetKind
+
+    TARGETS.register("claims", TargetKind(lambda arg, setup: ClaimsBlockPins(), "claims", "x"))
+    try:
+        with pytest.raises(safety.UnsafeTarget, match="block-pins"):
+            make_target("claims", None, None, card=JPKI)
+    finally:
+        TARGETS.unregister("claims")
+
+    # the guard mixed in after an emulated base still leaves only the reader's capabilities
+    class Mixed(InProcessTarget, GuardedCard):
+        pass
+
+    mixed = object.__new__(Mixed)
+    mixed.profile = None
+    assert mixed.capabilities == frozenset() and not mixed.emulated

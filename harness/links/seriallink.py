@@ -110,8 +110,8 @@ class SerialLink:
                     sock.close()
                     raise
             port.open()
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise LinkClosed(f"cannot open {url}: {exc}") from None
+        except Exception as exc:  # pyserial's URL parsing raises TypeError, KeyError too
+            raise LinkClosed(f"cannot open {url}: {type(exc).__name__}: {exc}") from None
         return cls(port, url=url, quickack=quickack)
 
     # -- sending ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ and line, expected versus actual, and the APDU trace of that step with PINs mask
 from __future__ import annotations
 
 import functools
+import re
 from typing import TYPE_CHECKING
 
 from harness.apdu import sw as SW
@@ -19,6 +20,9 @@ from harness.scenario.model import Expect, Scenario, Step
 
 if TYPE_CHECKING:
     from harness.run.session import CardSession
+
+#: a literal PIN value in a step's line (``literal: "1234"``): masked where it is shown
+_LITERAL = re.compile(r"(literal:\s*)(\"[^\"]*\"|'[^']*'|[^,}\s]+)")
 
 SW_NAMES = {
     "ok": SW.OK,
@@ -56,7 +60,7 @@ class ExpectationFailed(DeviceDefect):
             f"  actual:   {self.actual}",
             f"  at {self.step.where} ({self.step.action} step of {self.scenario.name!r})",
         ]
-        lines += ["  | " + s for s in self.step.snippet.splitlines()]
+        lines += ["  | " + _LITERAL.sub(r"\1****", s) for s in self.step.snippet.splitlines()]
         if self.trace:
             lines.append("  APDU trace of the step (PINs masked):")
             lines += ["    " + t for t in self.trace[-12:]]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from harness import safety
-from harness.errors import ConfigError, SourceLocation, TransportError
+from harness.errors import ConfigError, DeviceDefect, HarnessError, SourceLocation, TransportError
 from harness.guard import Refused
 from harness.run.record import StepRecord, first_line
 from harness.run.session import CardSession
@@ -92,20 +92,33 @@ class Runner:
             except BaseException as exc:
                 step_record.verdict = record.outcome = outcome_of(exc)
                 step_record.message = record.message = first_line(exc)
-                self._stepped(step, step_record)
+                try:
+                    self._stepped(step, step_record)
+                except HarnessError as hook_error:  # the step's own end is the one reported
+                    session.note(str(hook_error))
                 raise
             step_record.verdict = "passed"
             self._stepped(step, step_record)
         record.outcome = "passed"
 
     def _stepped(self, step: M.Step, step_record: StepRecord) -> None:
-        if self.on_step is not None:
+        """The step hook; what it raises is a lab fault, never the device's."""
+        if self.on_step is None:
+            return
+        try:
             self.on_step(step, step_record)
+        except Exception as exc:
+            raise HookFailed(f"a step hook raised {type(exc).__name__}: {exc}") from exc
+
+
+class HookFailed(HarnessError):
+    """A lab plugin's pinloop hook raised: a lab fault, whatever it raised."""
 
 
 def outcome_of(exc: BaseException) -> str:
     """What an exception that ended a step makes of it: a device defect fails it, a refusal
-    of the real-card guard skips it, anything else is a lab fault."""
+    of the real-card guard skips it, anything else is a lab fault (a bare ``assert`` in the
+    harness too: only a :class:`~harness.errors.DeviceDefect` says the device broke a rule)."""
     if isinstance(exc, Refused):
         return "skipped"
-    return "failed" if isinstance(exc, AssertionError) else "error"
+    return "failed" if isinstance(exc, DeviceDefect) else "error"

@@ -25,6 +25,7 @@ from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.capabilities import Capability
 from harness.cards.profile import CardProfile, PinSpec
 from harness.errors import ConfigError, HarnessError
+from harness.guard import Refused
 from harness.run.expect import ExpectationFailed
 from harness.run.record import ApduRecord, ScenarioRecord, StepRecord
 from harness.safety import refuse_without
@@ -175,19 +176,31 @@ class CardSession:
     def tx(self, cmd: CommandAPDU, kind: str = "step") -> ResponseAPDU:
         """Send ``cmd``; its line goes into the trace and the step's record."""
         if self.on_apdu is not None:
-            self.on_apdu(cmd)
+            self._before_apdu(cmd)
         shown = render_command(cmd, reveal=self.reveal)
         if len(shown) > 60:
             shown = shown[:50] + f"… ({len(cmd.to_bytes())} B)"
         try:
             resp, us = self._send(cmd, kind)
         except BaseException:
-            self._keep(cmd, None, kind)
+            if getattr(self.target.transport, "last_sent", True):  # not refused by the guard
+                self._keep(cmd, None, kind)
             raise
         self._keep(cmd, resp, kind)
         data = f" +{len(resp.data)} B" if resp.data else ""
         self.trace.append(f">> {shown}  << {resp.sw:04X}{data}  ({us:.0f} µs)")
         return resp
+
+    def _before_apdu(self, cmd: CommandAPDU) -> None:
+        """The APDU hook: what the lab's plugin raises is a lab fault (a fault it injected on
+        the path to the card stays what it is), never the device's defect."""
+        assert self.on_apdu is not None
+        try:
+            self.on_apdu(cmd)
+        except (HarnessError, Refused):
+            raise
+        except Exception as exc:
+            raise HarnessError(f"an APDU hook raised {type(exc).__name__}: {exc}") from exc
 
     def _keep(self, cmd: CommandAPDU, resp: ResponseAPDU | None, kind: str) -> None:
         """The step's record of ``cmd``: masked whatever ``--pinloop-reveal`` says."""

@@ -15,9 +15,9 @@ from harness.errors import SourceLocation
 
 @dataclass(frozen=True)
 class Literal:
-    """A PIN value written in the scenario (emulated cards only)."""
+    """A PIN value written in the scenario (emulated cards only); its repr hides it."""
 
-    value: str
+    value: str = field(repr=False)
 
 
 #: ``right``, ``wrong``, ``wrong-first``, ``wrong-last``, ``lower``, ``short``, ``long``,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.apdu.model import CommandAPDU, from_hex
 from harness.capabilities import Capability
+from harness.errors import HarnessError
 from harness.run.expect import check
 from harness.scenario.model import Step
 from harness.steps import StepKind
@@ -35,27 +36,20 @@ def schema(refs: CardRefs) -> dict[str, Any]:
 def parse(c: Parse, body: Any, common: dict[str, Any]) -> Apdu:
     try:
         raw = from_hex(body["hex"])
-    except ValueError as exc:
+        cmd = CommandAPDU.parse(raw)
+    except (ValueError, HarnessError) as exc:  # it could never be sent: the file's mistake
         raise c.doc.error(f"apdu: {exc}", [*c.path, "hex"]) from None
-    if _extended(raw):
+    if cmd.is_extended:
         c.require(Capability.EXTENDED_APDU, "apdu step of an extended-length APDU")
     return Apdu(**common, raw=raw)
-
-
-def _extended(raw: bytes) -> bool:
-    """Whether ``raw`` is an extended-length APDU (one that does not decode is sent as it is,
-    and its step fails when it runs, as ever)."""
-    try:
-        return CommandAPDU.parse(raw).is_extended
-    except ValueError:
-        return False
 
 
 def run(session: CardSession, s: Apdu) -> None:
     cmd = CommandAPDU.parse(s.raw)
     resp = session.tx(cmd)
-    if cmd.ins == 0xA4:  # the session no longer knows what is selected
-        session.forget_selection()
+    # a raw command may change what is selected (a SELECT, a READ BINARY by SFI, a command
+    # of the card's own): the session no longer knows
+    session.forget_selection()
     check(session, s, resp, None, None)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.apdu import commands as C
-from harness.run.expect import check
+from harness.run.expect import check, tries_before
 from harness.scenario.model import Step
 from harness.steps import StepKind
 
@@ -59,8 +59,9 @@ def parse(c: Parse, body: Any, common: dict[str, Any]) -> Select:
 
 def run(session: CardSession, s: Select) -> None:
     if s.pin is not None:
+        before = tries_before(session, s, s.pin)  # expect: {tries: unchanged} reads it first
         session.select_pin(s.pin, keep_app=False)
-        check(session, s, None, s.pin, None)
+        check(session, s, None, s.pin, before)
         return
     if s.aid is not None:
         resp = session.tx(C.select_df(s.aid))

@@ -219,7 +219,7 @@ class Tearing:
         except (CardPowerLost, TransportError):
             if index is None or len(seen) <= index:
                 raise  # not our cut: a real fault of the lab, reported as such
-            shown = render_command(cmd, reveal=self.s.reveal)
+            shown = render_command(cmd, reveal=False)  # notes reach the record
             self.s.note(f"power cut at {seen[-1][0]}/{seen[-1][1]} (point {index}) during {shown}")
         self.s.target.recover()
         self.s.forget_selection()
