@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -141,9 +142,10 @@ def in_process(n: int) -> None:
 def through_pcscd(n: int) -> None:
     from smartcard import scard as S
 
-    from harness.lab.emulator import EmulatorProcess
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for it
     from harness.lab.pcscd import Pcscd
     from harness.transport.pcsc import PcscTransport, wait_for_card
+    from tests.emulator_process import EmulatorProcess
 
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +24,11 @@ from smartcard import scard as S
 
 from harness.apdu import commands as C
 from harness.emulator import load_card_config, personalise
-from harness.lab.emulator import EmulatorProcess
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for it
 from harness.lab.pcscd import Pcscd
 from harness.transport.pcsc import PcscTransport, wait_for_card
+from tests.emulator_process import EmulatorProcess
 
 
 def pct(samples: list[int], q: float) -> float:

@@ -49,7 +49,8 @@ from harness.capabilities import EMULATED, Capability
 from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import MemoryStore, load_card_config, personalise
 from harness.emulator.config import CardConfig
-from harness.lab.emulator import EmulatorProcess
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for it
 from harness.lab.pcscd import Pcscd
 from harness.run.runner import Runner
 from harness.scenario import load_scenarios
@@ -57,6 +58,7 @@ from harness.scenario import model as M
 from harness.secret import Secret
 from harness.target import PcscdTarget, Target, _profile_for, make_target
 from harness.transport.pcsc import PcscTransport, wait_for_card
+from tests.emulator_process import EmulatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL = 1.10

@@ -9,10 +9,10 @@ import pytest
 
 from harness.emulator import EmulatedCard, MemoryStore
 from harness.emulator.state import CardState
-from harness.lab.emulator import EmulatorProcess
 from harness.lab.pcscd import LabError, Pcscd, missing_packages
 from harness.links.vicc import EmulatorServer, serve_in_thread
 from harness.transport.pcsc import wait_for_card
+from tests.emulator_process import EmulatorProcess
 
 REQUIRED = os.environ.get("PINLOOP_REQUIRE_PCSC") == "1"
 

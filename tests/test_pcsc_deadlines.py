@@ -30,9 +30,9 @@ from pathlib import Path
 import pytest
 
 from harness.emulator import CardState
-from harness.lab.emulator import EmulatorProcess
 from harness.lab.pcscd import Pcscd
 from harness.transport.pcsc import wait_for_card
+from tests.emulator_process import EmulatorProcess
 from tests.pcsc_lab import require_pcsc
 from tests.support import freeze
 

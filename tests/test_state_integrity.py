@@ -769,7 +769,7 @@ def test_a_running_pinloop_emulate_keeps_its_card(
 ) -> None:
     """The issue's case, with the emulator as a process of its own (serving a link nobody
     answers: no pcscd is involved)."""
-    from harness.lab.emulator import EmulatorProcess
+    from tests.emulator_process import EmulatorProcess
 
     emu = EmulatorProcess(template_state, tmp_path, f"socket://127.0.0.1:{_free_port()}")
     try:

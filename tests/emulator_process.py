@@ -61,7 +61,7 @@ class EmulatorProcess:
         ready = self.ready
         ready.unlink(missing_ok=True)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.timeout
         while not ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
