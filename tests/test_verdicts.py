@@ -176,3 +176,22 @@ def test_a_bare_assert_inside_a_step_is_the_harness_s_not_the_device_s(tmp_path:
         assert runner.session.record.outcome == "error"
     finally:
         unregister("buggy")
+
+
+@pytest.mark.parametrize(
+    ("steps", "key"),
+    [
+        ('  - power: cycle\n    expect: {sw: "6A82"}\n', "sw"),
+        ("  - select: {app: jpki}\n    expect: {verified: true}\n", "verified"),
+        ("  - select: {pin: jpki-auth}\n  - others_unchanged: {}\n    expect: {sw: ok}\n", "sw"),
+        ("  - status: {pin: jpki-auth}\n    expect: {identical: true}\n", "identical"),
+        ('  - select: {pin: jpki-auth}\n    expect: {sw: "6A82", length: 99}\n', "sw"),
+        ("  - read: {ef: '000A'}\n    expect: {signature: valid}\n", "signature"),
+    ],
+)
+def test_an_expectation_a_step_does_not_check_is_refused_at_load(
+    tmp_path: Path, steps: str, key: str
+) -> None:
+    """Found by review: each of these loaded and passed on any card, checked by nobody."""
+    with pytest.raises(ConfigError, match=rf"expect\.{key} is not something this step checks"):
+        _scenario(tmp_path, steps)

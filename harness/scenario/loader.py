@@ -81,6 +81,7 @@ def _build(doc: LoadedYAML, params: dict[str, str], card: CardProfile) -> M.Scen
                 [*c.path],
                 expected="verify, status, change, reinit or select: {pin: ...}",
             )
+        _checked(doc, kind.expects(step) if kind.expects else None, e, c.action, i)
         steps.append(step)
     where = ["tags"] if "tags" in data else []
     if c.uses_literal and "emulator-only" not in c.tags:
@@ -111,3 +112,19 @@ def _build(doc: LoadedYAML, params: dict[str, str], card: CardProfile) -> M.Scen
         card=card.name,
         needs=tuple(c.needs.items()),
     )
+
+
+def _checked(
+    doc: LoadedYAML, checks: frozenset[str] | None, e: M.Expect | None, action: str, i: int
+) -> None:
+    """Every ``expect:`` key the step has is one it checks: another would pass unchecked."""
+    if e is None or checks is None:
+        return
+    given = [k for k, v in e.__dict__.items() if v not in (None, False)]
+    unchecked = [k for k in given if k not in checks]
+    if unchecked:
+        raise doc.error(
+            f"{action}: expect.{unchecked[0]} is not something this step checks",
+            ["steps", i, "expect", unchecked[0]],
+            expected=f"expect keys of {action}: " + (", ".join(sorted(checks)) or "none"),
+        )

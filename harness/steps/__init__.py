@@ -38,6 +38,9 @@ class StepKind:
     pin_step: Callable[[Step], bool] = lambda step: False
     #: one line for the scenario language's table of steps (docs/scenarios.md)
     doc: str = ""
+    #: the ``expect:`` keys the step checks (the loader refuses the others, which would pass
+    #: unchecked); None: any (a kind from outside that checks with ``check`` as it likes)
+    expects: Callable[[Step], frozenset[str]] | None = None
 
 
 #: the modules of the built-in kinds, in the order the docs and error messages list them
@@ -81,6 +84,12 @@ def kinds() -> dict[str, StepKind]:
         for name in BUILT_IN:
             register(importlib.import_module(f"harness.steps.{name}").KIND)
     return _KINDS
+
+
+#: what the built-in steps check, by what they send
+ANSWER = frozenset({"sw", "length"})
+PIN = frozenset({"tries", "blocked", "verified"})
+NOTHING: frozenset[str] = frozenset()
 
 
 def kind_of(step: Step) -> StepKind:

@@ -10,7 +10,7 @@ from harness.capabilities import Capability
 from harness.errors import HarnessError
 from harness.run.expect import check
 from harness.scenario.model import Step
-from harness.steps import StepKind
+from harness.steps import ANSWER, StepKind
 
 if TYPE_CHECKING:
     from harness.run.session import CardSession
@@ -60,4 +60,5 @@ KIND = StepKind(
     parse,
     run,
     doc="any APDU, in hex",
+    expects=lambda s: ANSWER,
 )

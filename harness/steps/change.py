@@ -9,7 +9,7 @@ from harness.errors import HarnessError
 from harness.run.expect import check, tries_before
 from harness.scenario.model import Step, Value
 from harness.scenario.schema import VALUE
-from harness.steps import StepKind
+from harness.steps import ANSWER, PIN, StepKind
 
 if TYPE_CHECKING:
     from harness.run.session import CardSession
@@ -63,4 +63,5 @@ KIND = StepKind(
         "CHANGE REFERENCE DATA `00 24 01 80` or JICSAP CHANGE KEY `80 32 00 80`, whichever "
         "the PIN uses"
     ),
+    expects=lambda s: ANSWER | PIN,
 )

@@ -11,7 +11,7 @@ from harness.apdu import commands as C
 from harness.apdu.model import CommandAPDU
 from harness.errors import HarnessError
 from harness.scenario.model import Step
-from harness.steps import StepKind
+from harness.steps import NOTHING, StepKind
 from harness.timing import CpuWait
 
 if TYPE_CHECKING:
@@ -168,4 +168,5 @@ KIND = StepKind(
         " runs in the trace; over `marginal`: passed, marked marginal); see "
         "[timing](timing.md)"
     ),
+    expects=lambda s: NOTHING,
 )

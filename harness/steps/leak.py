@@ -12,7 +12,7 @@ from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU
 from harness.errors import HarnessError
 from harness.scenario.model import Step
-from harness.steps import StepKind
+from harness.steps import NOTHING, StepKind
 
 if TYPE_CHECKING:
     from harness.run.session import CardSession
@@ -178,4 +178,5 @@ KIND = StepKind(
         "statistical timing leak test of two classes of VERIFY inputs (a permutation test; "
         "see [timing](timing.md))"
     ),
+    expects=lambda s: NOTHING,
 )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.scenario.model import Step
-from harness.steps import StepKind
+from harness.steps import NOTHING, StepKind
 
 if TYPE_CHECKING:
     from harness.run.session import CardSession
@@ -54,4 +54,5 @@ KIND = StepKind(
     parse,
     run,
     doc="every other PIN's counter is as it was when the scenario began",
+    expects=lambda s: NOTHING,
 )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.scenario.model import Step
-from harness.steps import StepKind
+from harness.steps import NOTHING, StepKind
 
 if TYPE_CHECKING:
     from harness.run.session import CardSession
@@ -73,4 +73,5 @@ KIND = StepKind(
         "cold reset, warm reset, card out and back in (a real reader: its operator, profile "
         "`power_switch: {kind: operator}`), supply cut by the reader's power switch"
     ),
+    expects=lambda s: NOTHING,
 )

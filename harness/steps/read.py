@@ -10,7 +10,7 @@ from harness.apdu.model import SHORT_MAX_LE
 from harness.capabilities import Capability
 from harness.run.expect import check
 from harness.scenario.model import Step
-from harness.steps import StepKind
+from harness.steps import ANSWER, StepKind
 
 if TYPE_CHECKING:
     from harness.run.session import CardSession
@@ -73,4 +73,5 @@ KIND = StepKind(
     parse,
     run,
     doc="READ BINARY (by the current EF or by SFI)",
+    expects=lambda s: ANSWER,
 )

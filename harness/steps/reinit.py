@@ -11,7 +11,7 @@ from harness.capabilities import Capability
 from harness.run.expect import check, tries_before
 from harness.scenario.model import Step, Value
 from harness.scenario.schema import VALUE, one_of
-from harness.steps import StepKind
+from harness.steps import ANSWER, PIN, StepKind
 
 if TYPE_CHECKING:
     from harness.run.session import CardSession
@@ -75,4 +75,5 @@ KIND = StepKind(
         "the emulator's labelled test re-initialisation (RESET RETRY COUNTER with the route's"
         " reset code; `new: none` unblocks only); tag `needs-reinit`"
     ),
+    expects=lambda s: ANSWER | PIN,
 )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from harness.apdu import commands as C
 from harness.run.expect import check, tries_before
 from harness.scenario.model import Step
-from harness.steps import StepKind
+from harness.steps import ANSWER, PIN, StepKind
 
 if TYPE_CHECKING:
     from harness.run.session import CardSession
@@ -88,4 +88,5 @@ KIND = StepKind(
         "SELECT the PIN's application DF and EF, an application (and an EF in it), or any "
         "AID. Re-selecting an application logs out"
     ),
+    expects=lambda s: PIN if getattr(s, "pin", None) is not None else ANSWER,
 )

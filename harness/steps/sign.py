@@ -14,7 +14,7 @@ from harness.capabilities import Capability
 from harness.run.expect import check
 from harness.scenario.model import Step
 from harness.scenario.schema import one_of
-from harness.steps import StepKind
+from harness.steps import ANSWER, StepKind
 
 if TYPE_CHECKING:
     from harness.run.session import CardSession
@@ -90,4 +90,5 @@ KIND = StepKind(
         "COMPUTE DIGITAL SIGNATURE with that key; `expect: {signature: valid}` checks it "
         "against the card's certificate"
     ),
+    expects=lambda s: ANSWER | {"signature"},
 )

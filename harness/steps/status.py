@@ -9,7 +9,7 @@ from harness.apdu import commands as C
 from harness.run.expect import check, tries_before
 from harness.scenario.model import Step
 from harness.scenario.schema import REPEAT
-from harness.steps import StepKind
+from harness.steps import ANSWER, PIN, StepKind
 
 if TYPE_CHECKING:
     from harness.run.session import CardSession
@@ -60,4 +60,5 @@ KIND = StepKind(
     run,
     pin_step=lambda s: True,
     doc="the free status query (VERIFY without data)",
+    expects=lambda s: ANSWER | PIN,
 )

@@ -25,7 +25,7 @@ from harness.errors import CardPowerLost, HarnessError, TransportError
 from harness.lab.power import TimedCut
 from harness.scenario.model import Step
 from harness.secret import Secret
-from harness.steps import StepKind
+from harness.steps import NOTHING, StepKind
 from harness.steps.reinit import reset_code
 
 if TYPE_CHECKING:
@@ -337,4 +337,5 @@ KIND = StepKind(
         " reader's power switch (any card with a relay; tag `destructive`); see "
         "[tearing](tearing.md)"
     ),
+    expects=lambda s: NOTHING,
 )

@@ -9,7 +9,7 @@ from harness.apdu import commands as C
 from harness.run.expect import check, tries_before
 from harness.scenario.model import Step, Value
 from harness.scenario.schema import REPEAT, VALUE
-from harness.steps import StepKind
+from harness.steps import ANSWER, PIN, StepKind
 
 if TYPE_CHECKING:
     from harness.run.session import CardSession
@@ -105,4 +105,5 @@ KIND = StepKind(
         "VERIFY; `sfi: true` addresses the PIN by `80|SFI`. A list of values sends each once "
         "(with `expect: {identical: true}`); `literal` values are for emulated cards only"
     ),
+    expects=lambda s: ANSWER | PIN | {"identical"},
 )
