@@ -51,6 +51,7 @@ from harness.timing import ApduTime
 
 if TYPE_CHECKING:
     from harness.report.allure_report import SafeFileLogger
+    from harness.run.session import CardSession
 
 DEFAULT_PATTERN = r".+\.pin\.ya?ml$"
 MARKERS = {
@@ -381,6 +382,50 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     pool = config.stash.get(_POOL, None)
     if pool is not None:
         pool.close()
+
+
+@pytest.fixture
+def pinloop_target(request: pytest.FixtureRequest) -> Target:
+    """For Python tests: the run's first target (``--pinloop-target``), from the pool the
+    scenario items share (started once; a target that broke is an error here too)."""
+    pool = request.config.stash[_POOL]
+    return pool.get(pool.specs()[0])
+
+
+@pytest.fixture
+def pinloop_session(
+    pinloop_target: Target, request: pytest.FixtureRequest
+) -> Iterator[CardSession]:
+    """For Python tests: a card session on :func:`pinloop_target`, begun and ended as a
+    scenario is. The card is brought to its start (a real card: its PINs restored; the test
+    declares no tries, so the real-card guard refuses any that could cost one), every APDU
+    passes the target's transport (on a real card, the guard), and the card is put back at
+    the end. A lab fault while putting it back sets the target up afresh for what follows."""
+    from harness.run.session import CardSession
+
+    node = request.node
+    scenario = Scenario(
+        name=node.name,
+        rule="python-test",
+        path=str(getattr(node, "path", "")),
+        line=(node.location[1] or 0) + 1,
+        steps=(),
+        card=pinloop_target.card_profile.name,
+    )
+    session = CardSession(pinloop_target, scenario)
+    safety.begin(pinloop_target, scenario, destructive_ok=False, log=session.note)
+    session.lab_done()
+    try:
+        yield session
+    finally:
+        try:
+            pinloop_target.end()
+        except HarnessError as exc:
+            pool = request.config.stash[_POOL]
+            pool.mark_faulted(pool.specs()[0], str(exc).splitlines()[0])
+            raise
+        finally:
+            pinloop_target.end_record()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:

@@ -24,7 +24,7 @@ from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.capabilities import Capability
 from harness.cards.profile import CardProfile, PinSpec
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, SourceLocation
 from harness.guard import Refused
 from harness.run.expect import ExpectationFailed
 from harness.run.record import ApduRecord, ScenarioRecord, StepRecord
@@ -139,7 +139,13 @@ class CardSession:
     # -- failures and notes -------------------------------------------------------------------
     def fail(self, what: str, expected: str, actual: str) -> ExpectationFailed:
         """The device defect of the current step (raise it)."""
-        step = self.step if self.step is not None else self.scenario.steps[0]
+        step = self.step
+        if step is None:  # before the first step, or a session with none (a Python test)
+            step = (
+                self.scenario.steps[0]
+                if self.scenario.steps
+                else M.Step(SourceLocation(self.scenario.path, self.scenario.line), "", None, None)
+            )
         return ExpectationFailed(
             self.scenario, step, what, expected, actual, self.trace, self.target.name
         )
