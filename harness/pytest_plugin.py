@@ -18,6 +18,10 @@ also carries ``pinloop_target(name)``. An item whose target lacks a capability t
 needs is skipped in set-up, naming it (the rules: :mod:`harness.safety`). A device defect fails
 the item; a lab fault is an error (raised in setup) or a broken test; a target that broke turns
 its remaining items into errors at once while other targets go on.
+
+Fixtures for a lab's Python tests: ``pinloop_target`` (the run's first target, from the pool
+the scenario items share) and ``pinloop_session`` (a card session on it, begun and ended as a
+scenario is). pinloop's own hooks: :mod:`harness.hookspecs`.
 """
 
 from __future__ import annotations
@@ -107,7 +111,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption(
         "--pinloop-reports",
         metavar="DIR",
-        help="write the per-reader summary (summary.json, summary.html) here",
+        help="write the per-reader summary (summary.json, summary.html) and the JSON record "
+        "per reader (records/) here",
     )
     parser.addini("pinloop_file_pattern", "regex of scenario file names", default=DEFAULT_PATTERN)
 
