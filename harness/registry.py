@@ -35,6 +35,21 @@ class UnknownName(LookupError):
         super().__init__(f"unknown {what} {name!r}; known: {', '.join(known) or 'none'}")
 
 
+def of_type(cls: type[T], what: str) -> Callable[[str, object], T]:
+    """The check of a registry whose entries are ``cls`` instances (a loaded entry point that
+    gives anything else is a ConfigError naming what it gave)."""
+
+    def check(name: str, obj: object) -> T:
+        if not isinstance(obj, cls):
+            raise ConfigError(
+                f"{what} {name!r}: its entry point gives a {type(obj).__name__}, "
+                f"not a {cls.__module__}.{cls.__qualname__}"
+            )
+        return obj
+
+    return check
+
+
 class Registry(Generic[T]):
     """Named entries of one kind, from pinloop, this process and the entry-point ``group``."""
 

@@ -46,7 +46,7 @@ from harness.readerprofile import (
     reader_pattern,
     select_profile,
 )
-from harness.registry import Registry, UnknownName
+from harness.registry import Registry, UnknownName, of_type
 from harness.safety import check_target, refuse_without
 from harness.secret import Secret
 from harness.timing import ApduTime
@@ -711,17 +711,8 @@ def _real_reader(arg: str, setup: TargetSetup) -> Target:
     return RealReaderTarget(arg, setup.readers_dir, card=setup.card, guard=setup.guard)
 
 
-def _target_kind(name: str, obj: object) -> TargetKind:
-    if not isinstance(obj, TargetKind):
-        raise ConfigError(
-            f"target {name!r}: its entry point gives a {type(obj).__name__}, "
-            "not a harness.target.TargetKind"
-        )
-    return obj
-
-
 #: the kinds of ``--pinloop-target`` (entry-point group ``pinloop.targets``)
-TARGETS: Registry[TargetKind] = Registry("pinloop.targets", "target", _target_kind)
+TARGETS: Registry[TargetKind] = Registry("pinloop.targets", "target", of_type(TargetKind, "target"))
 TARGETS.built_in(
     "inprocess",
     _emulated(

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Protocol
 import serial
 
 from harness.errors import CardPowerLost, ConfigError, HarnessError, TransportError
-from harness.registry import Registry, UnknownName
+from harness.registry import Registry, UnknownName, of_type
 
 if TYPE_CHECKING:
     from harness.cards.emulated import CardEmulator
@@ -313,17 +313,10 @@ class SwitchKind:
     doc: str = ""
 
 
-def _switch_kind(name: str, obj: object) -> SwitchKind:
-    if not isinstance(obj, SwitchKind):
-        raise ConfigError(
-            f"power switch {name!r}: its entry point gives a {type(obj).__name__}, "
-            "not a harness.lab.power.SwitchKind"
-        )
-    return obj
-
-
 #: the power switches reader profiles may name (entry-point group ``pinloop.power_switches``)
-SWITCHES: Registry[SwitchKind] = Registry("pinloop.power_switches", "power switch", _switch_kind)
+SWITCHES: Registry[SwitchKind] = Registry(
+    "pinloop.power_switches", "power switch", of_type(SwitchKind, "power switch")
+)
 SWITCHES.built_in(
     "pcsc-unpower",
     SwitchKind(
