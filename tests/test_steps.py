@@ -23,6 +23,7 @@ from harness.scenario.parse import Parse
 from harness.scenario.schema import CardRefs
 from harness.steps import BUILT_IN, StepKind, kinds, register, unregister
 from harness.target import InProcessTarget
+from tests.support import ROOT
 
 
 # -- a kind a lab adds: GET CHALLENGE ----------------------------------------------------------
@@ -70,7 +71,7 @@ steps:
 
 
 def test_every_built_in_kind_is_registered_in_order() -> None:
-    assert tuple(kinds())[: len(BUILT_IN)] == BUILT_IN
+    assert tuple(kinds()) == BUILT_IN
     for action, kind in kinds().items():
         assert kind.action == action == kind.model.action
         assert kind.doc, f"{action} has no doc line"
@@ -98,6 +99,29 @@ def test_an_unregistered_kind_is_an_unknown_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown key 'challenge'") as err:
         load_scenarios(path, JPKI)
     assert "exactly one action: select, verify" in str(err.value)
+
+
+def test_a_kind_added_first_comes_after_the_built_in_ones() -> None:
+    """Registered before anything asked for the kinds, it still does not go first, and it
+    cannot take a built-in action."""
+    import subprocess
+    import sys
+
+    code = (
+        "from tests.test_steps import CHALLENGE\n"
+        "from harness.steps import BUILT_IN, StepKind, kinds, register\n"
+        "register(CHALLENGE)\n"
+        "assert tuple(kinds()) == (*BUILT_IN, 'challenge'), tuple(kinds())\n"
+        "try:\n"
+        "    register(StepKind('verify', *[getattr(CHALLENGE, f) for f in "
+        "('model', 'schema', 'parse', 'run')]))\n"
+        "except ValueError as e:\n"
+        "    assert 'registered already' in str(e)\n"
+        "else:\n"
+        "    raise SystemExit('a built-in action was taken')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_a_kind_cannot_take_an_action_twice(challenge: StepKind) -> None:

@@ -60,14 +60,19 @@ BUILT_IN = (
     "leak",
 )
 
-_KINDS: dict[str, StepKind] = {}
+_BUILT: dict[str, StepKind] = {}
+_ADDED: dict[str, StepKind] = {}
+_ALL: dict[str, StepKind] = {}
 
 
 def register(kind: StepKind) -> StepKind:
-    """Add a step kind (one whose action is taken already is an error)."""
-    if kind.action in _KINDS and _KINDS[kind.action] is not kind:
+    """Add a step kind (one whose action is taken already, a built-in's too, is an error)."""
+    if kind.action in BUILT_IN:
+        raise ValueError(f"step kind {kind.action!r} is registered already (a built-in one)")
+    if kind.action in _ADDED and _ADDED[kind.action] is not kind:
         raise ValueError(f"step kind {kind.action!r} is registered already")
-    _KINDS[kind.action] = kind
+    _ADDED[kind.action] = kind
+    _ALL.clear()
     return kind
 
 
@@ -75,15 +80,21 @@ def unregister(action: str) -> None:
     """Remove a kind added by :func:`register` (tests)."""
     if action in BUILT_IN:
         raise ValueError(f"{action!r} is a built-in step kind")
-    _KINDS.pop(action, None)
+    _ADDED.pop(action, None)
+    _ALL.clear()
 
 
 def kinds() -> dict[str, StepKind]:
-    """Every step kind by action: the built-in ones first, in :data:`BUILT_IN` order."""
-    if len(_KINDS) < len(BUILT_IN) or any(a not in _KINDS for a in BUILT_IN):
+    """Every step kind by action: the built-in ones first, in :data:`BUILT_IN` order, then
+    those added by :func:`register`, whenever they were added."""
+    if not _BUILT:
         for name in BUILT_IN:
-            register(importlib.import_module(f"harness.steps.{name}").KIND)
-    return _KINDS
+            kind = importlib.import_module(f"harness.steps.{name}").KIND
+            _BUILT[kind.action] = kind
+    if not _ALL:
+        _ALL.update(_BUILT)
+        _ALL.update(_ADDED)
+    return _ALL
 
 
 #: what the built-in steps check, by what they send
