@@ -236,16 +236,11 @@ def _record(item: ScenarioItem, call: pytest.CallInfo[None], report: pytest.Test
     reader = target.report_name if target is not None else item.spec
     record = item.record
     if record is None:  # it never ran: skipped, or an error in its set-up
-        record = ScenarioRecord(
+        record = ScenarioRecord.of(
+            item.scenario,
             target=item.spec,
             reader=reader,
             card=item.config.stash[_POOL].card.name,
-            scenario=item.scenario.name,
-            rule=item.scenario.rule,
-            file=item.scenario.path,
-            line=item.scenario.line,
-            params=dict(item.scenario.params),
-            tags=sorted(item.scenario.tags),
         )
         item.record = record
     record.outcome = result
@@ -291,7 +286,7 @@ def _record(item: ScenarioItem, call: pytest.CallInfo[None], report: pytest.Test
 
 
 def _first_line(call: pytest.CallInfo[None]) -> str:
-    return str(call.excinfo.value).splitlines()[0] if call.excinfo else "unknown"
+    return first_line(call.excinfo.value) if call.excinfo else "unknown"
 
 
 class SummaryCollector:

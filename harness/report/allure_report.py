@@ -23,6 +23,7 @@ import pytest
 
 from harness import __version__
 from harness.cards.profile import CardProfile
+from harness.run.expect import mask_literals
 from harness.scenario import Scenario
 from harness.scenario import model as M
 from harness.timing import ApduTime
@@ -43,7 +44,6 @@ CATEGORIES = [
 ]
 
 _SNIPPET_LINE = re.compile(r"^>\s*\d+  (.*)$")  # the marked line of a ConfigError-style snippet
-_LITERAL = re.compile(r"(literal:\s*)(\"[^\"]*\"|'[^']*'|[^,}\s]+)")
 
 
 def scenario_apps(scenario: Scenario, card: CardProfile) -> set[str]:
@@ -88,7 +88,7 @@ def step_title(index: int, step: M.Step) -> str:
     marked = (_SNIPPET_LINE.match(ln) for ln in step.snippet.splitlines())
     m = next((m for m in marked if m), None)
     text = m.group(1).strip().lstrip("- ") if m else step.action
-    masked = _LITERAL.sub(r"\1****", text)
+    masked = mask_literals(text)
     return f"{index}. {masked}"
 
 

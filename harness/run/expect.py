@@ -21,8 +21,14 @@ from harness.scenario.model import Expect, Scenario, Step
 if TYPE_CHECKING:
     from harness.run.session import CardSession
 
-#: a literal PIN value in a step's line (``literal: "1234"``): masked where it is shown
+#: a literal PIN value in a step's line (``literal: "1234"``)
 _LITERAL = re.compile(r"(literal:\s*)(\"[^\"]*\"|'[^']*'|[^,}\s]+)")
+
+
+def mask_literals(text: str) -> str:
+    """``text`` (a step's YAML line) with its literal PIN values as ``****``."""
+    return _LITERAL.sub(r"\1****", text)
+
 
 SW_NAMES = {
     "ok": SW.OK,
@@ -60,7 +66,7 @@ class ExpectationFailed(DeviceDefect):
             f"  actual:   {self.actual}",
             f"  at {self.step.where} ({self.step.action} step of {self.scenario.name!r})",
         ]
-        lines += ["  | " + _LITERAL.sub(r"\1****", s) for s in self.step.snippet.splitlines()]
+        lines += ["  | " + mask_literals(s) for s in self.step.snippet.splitlines()]
         if self.trace:
             lines.append("  APDU trace of the step (PINs masked):")
             lines += ["    " + t for t in self.trace[-12:]]

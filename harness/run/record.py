@@ -15,8 +15,12 @@ run because an earlier one ended the scenario has the verdict ``not run``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.scenario.model import Scenario
 
 #: what a scenario or step can come to
 OUTCOMES = ("passed", "failed", "error", "skipped")
@@ -68,6 +72,27 @@ class ScenarioRecord:
     message: str = ""
     steps: list[StepRecord] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, scenario: Scenario, *, target: str, reader: str, card: str) -> ScenarioRecord:
+        """The record of ``scenario`` before it runs: every step ``not run``."""
+        return cls(
+            target=target,
+            reader=reader,
+            card=card,
+            scenario=scenario.name,
+            rule=scenario.rule,
+            file=shown_path(scenario.path),
+            line=scenario.line,
+            params=dict(scenario.params),
+            tags=sorted(scenario.tags),
+            steps=[
+                StepRecord(
+                    i, step.action, f"{shown_path(step.where.path)}:{step.where.line}", step.id
+                )
+                for i, step in enumerate(scenario.steps, 1)
+            ],
+        )
+
     @property
     def marginal(self) -> list[str]:
         return [m for s in self.steps for m in s.marginal]
@@ -82,6 +107,13 @@ class ScenarioRecord:
             for s in data.get("steps", [])
         ]
         return cls(**{**data, "steps": steps})
+
+
+def shown_path(path: str) -> str:
+    """A scenario file as records name it: relative to the working directory when it is
+    under it (two machines' records then diff), else as it is."""
+    rel = os.path.relpath(path) if os.path.isabs(path) else path
+    return path if rel.startswith("..") else rel
 
 
 def first_line(exc: BaseException) -> str:

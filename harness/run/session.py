@@ -13,7 +13,6 @@ fresh ones) are refused on the others by :func:`harness.safety.refuse_without`.
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -37,13 +36,6 @@ from harness.transport.base import Transport
 
 _INS = [f"{i:02X}" for i in range(256)]
 _clock = time.perf_counter_ns
-
-
-def _shown(path: str) -> str:
-    """A scenario file as records name it: relative to the working directory when it is
-    under it (two machines' records then diff), else as it is."""
-    rel = os.path.relpath(path) if os.path.isabs(path) else path
-    return path if rel.startswith("..") else rel
 
 
 def _other_char(c: int, letters: bool) -> int:
@@ -115,20 +107,8 @@ class CardSession:
         self.marginal: list[str] = []  # budgets met only marginally
         self.timing_series: dict[str, list[float]] = {}  # classes of a leak test, µs
         #: the result record every output reads (:mod:`harness.run.record`)
-        self.record = ScenarioRecord(
-            target=target.name,
-            reader=target.report_name,
-            card=self.card.name,
-            scenario=scenario.name,
-            rule=scenario.rule,
-            file=_shown(scenario.path),
-            line=scenario.line,
-            params=dict(scenario.params),
-            tags=sorted(scenario.tags),
-            steps=[
-                StepRecord(i, step.action, f"{_shown(step.where.path)}:{step.where.line}", step.id)
-                for i, step in enumerate(scenario.steps, 1)
-            ],
+        self.record = ScenarioRecord.of(
+            scenario, target=target.name, reader=target.report_name, card=self.card.name
         )
         #: the record of the step being run
         self.step_record: StepRecord | None = None
@@ -213,15 +193,18 @@ class CardSession:
         step = self.step_record
         if step is None:
             return
-        row = self.latencies[-1] if self.latencies else None
-        answered = resp is not None and row is not None
+        shown = render_command(cmd, reveal=False)
+        if resp is None or not self.latencies:  # nothing answered: no times
+            step.apdus.append(ApduRecord(shown, "", 0, 0.0, 0.0, kind))
+            return
+        row = self.latencies[-1]
         step.apdus.append(
             ApduRecord(
-                render_command(cmd, reveal=False),
-                f"{resp.sw:04X}" if resp is not None else "",
-                len(resp.data) if resp is not None else 0,
-                round(row.wire_us, 1) if answered and row is not None else 0.0,
-                round(row.overhead_us, 1) if answered and row is not None else 0.0,
+                shown,
+                f"{resp.sw:04X}",
+                len(resp.data),
+                round(row.wire_us, 1),
+                round(row.overhead_us, 1),
                 kind,
             )
         )
@@ -289,24 +272,24 @@ class CardSession:
                 raise self.fail(f"SELECT EF {spec.fid:04X}", "9000", SW.describe(resp.sw))
             self.ef = spec.fid
 
+    def address_pin(self, pin: str, *, sfi: bool = False) -> int | None:
+        """Make ``pin`` the one a VERIFY addresses: its EF selected, or (``sfi``) only its
+        application, re-selected when another one is current. The SFI to send, or None."""
+        spec = self.card.pins_by_id[pin]
+        if not sfi:
+            self.select_pin(pin)
+            return None
+        if self.app != spec.app:
+            self.select_app(spec.app)
+        return spec.fid
+
     def tries(self, pin: str, *, sfi: bool = False) -> int:
         """``pin``'s counter by a status query (selected by its EF, or by SFI)."""
-        return self.status(pin, sfi=sfi)[1]
-
-    def status(self, pin: str, *, sfi: bool = False) -> tuple[ResponseAPDU, int]:
-        """A status query of ``pin``: the answer and the tries it says are left."""
-        spec = self.card.pins_by_id[pin]
-        if sfi:
-            if self.app != spec.app:
-                self.select_app(spec.app)
-            resp = self.tx(C.pin_status(sfi=spec.fid))
-        else:
-            self.select_pin(pin)
-            resp = self.tx(C.pin_status())
+        resp = self.tx(C.pin_status(sfi=self.address_pin(pin, sfi=sfi)))
         left = SW.retries_left(resp.sw)
         if left is None:
             raise self.fail(f"status query of {pin}", "63Cx", SW.describe(resp.sw))
-        return resp, left
+        return left
 
     # -- PIN values ---------------------------------------------------------------------------
     def value(self, pin: str, v: M.Value) -> Secret:

@@ -41,14 +41,7 @@ def parse(c: Parse, body: Any, common: dict[str, Any]) -> Status:
 def run(session: CardSession, s: Status) -> None:
     for i in range(s.repeat):
         before = tries_before(session, s, s.pin, s.sfi)
-        if s.sfi:
-            spec = session.card.pins_by_id[s.pin]
-            if session.app != spec.app:
-                session.select_app(spec.app)
-            resp = session.tx(C.pin_status(sfi=spec.fid))
-        else:
-            session.select_pin(s.pin)
-            resp = session.tx(C.pin_status())
+        resp = session.tx(C.pin_status(sfi=session.address_pin(s.pin, sfi=s.sfi)))
         check(session, s, resp, s.pin, before, sfi=s.sfi, final=i == s.repeat - 1)
 
 

@@ -59,17 +59,13 @@ def parse(c: Parse, body: Any, common: dict[str, Any]) -> Verify:
 
 
 def run(session: CardSession, s: Verify) -> None:
-    spec = session.card.pins_by_id[s.pin]
     for i in range(s.repeat):
-        if not s.sfi:
-            session.select_pin(s.pin)
-        elif session.app != spec.app:
-            session.select_app(spec.app)
+        sfi = session.address_pin(s.pin, sfi=s.sfi)
         before = tries_before(session, s, s.pin, s.sfi)
         responses = []
         for v in s.values:
             value = session.value(s.pin, v)
-            responses.append(session.tx(C.verify(value, sfi=spec.fid if s.sfi else None)))
+            responses.append(session.tx(C.verify(value, sfi=sfi)))
         if s.expect is not None and s.expect.identical:
             first = responses[0]
             if any((r.data, r.sw) != (first.data, first.sw) for r in responses[1:]):
