@@ -7,4 +7,4 @@ it twice would be an error, so this file only does it when the entry point is ab
 from importlib.metadata import entry_points
 
 if not any(ep.name == "pinloop" for ep in entry_points(group="pytest11")):
-    pytest_plugins = ["harness.pytest_plugin"]
+    pytest_plugins = ["harness.plugin"]

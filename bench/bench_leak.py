@@ -29,7 +29,7 @@ from harness.emulator import load_card_config, parse_profile
 from harness.run.runner import Runner
 from harness.scenario import load_scenarios
 from harness.steps.leak import measure
-from harness.target import InProcessTarget, PcscdTarget, Target
+from harness.targets import InProcessTarget, PcscdTarget, Target
 from harness.timing import ALPHA, MIN_LEAK_US, leak_test
 
 ROOT = Path(__file__).resolve().parent.parent

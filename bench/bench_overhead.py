@@ -40,11 +40,11 @@ from harness.apdu import commands as C
 from harness.capabilities import EMULATED
 from harness.cards.jpki import FACTS, PROFILE
 from harness.emulator import EmulatedCard, MemoryStore, load_card_config, personalise
-from harness.guard import RealCardGuard
 from harness.run.runner import Runner
+from harness.safety.guard import RealCardGuard
 from harness.scenario.model import Scenario
 from harness.secret import Secret
-from harness.target import Target
+from harness.targets import Target
 from harness.transport.base import Transport
 from harness.transport.inprocess import InProcessTransport
 

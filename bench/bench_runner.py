@@ -56,7 +56,7 @@ from harness.run.runner import Runner
 from harness.scenario import load_scenarios
 from harness.scenario import model as M
 from harness.secret import Secret
-from harness.target import PcscdTarget, Target, _profile_for, make_target
+from harness.targets import PcscdTarget, Target, _profile_for, make_target
 from harness.transport.pcsc import PcscTransport, wait_for_card
 from tests.emulator_process import EmulatorProcess
 

@@ -1,6 +1,6 @@
 """What a target can do, and what a scenario needs of one.
 
-A target declares the capabilities of its kind (:attr:`harness.target.Target.declared`); its
+A target declares the capabilities of its kind (:attr:`harness.targets.Target.declared`); its
 reader profile adds the reader's own (:data:`READER`: ``extended_apdu``, ``interface``, a power
 switch that cuts in the middle of a command). A scenario needs the capabilities its tags stand
 for (:data:`TAG_REQUIRES`), those its steps need (a ``tear: {command}`` step needs

@@ -300,7 +300,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 def cmd_readers(args: argparse.Namespace) -> int:
     from harness.capabilities import names
-    from harness.readerprofile import (
+    from harness.targets.reader_profile import (
         BUILTIN_DIR,
         UnknownReader,
         lab_folder,

@@ -190,7 +190,7 @@ def capabilities_table(root: Path, doc_dir: Path) -> str:
     missing = set(Capability) ^ set(NEEDED_BY) | set(Capability) ^ set(MEANING)
     if missing:
         raise SystemExit(f"harness/docs.py NEEDED_BY or capabilities.MEANING lack {missing}")
-    from harness.readerprofile import BUILTIN_DIR, load_folder
+    from harness.targets.reader_profile import BUILTIN_DIR, load_folder
 
     built_in = load_folder(BUILTIN_DIR, builtin=True)
     rows = []

@@ -5,7 +5,7 @@ A registry holds named things of one kind: pinloop's built-in ones, those a proc
 entry-point group (``importlib.metadata``), e.g. in the lab package's ``pyproject.toml``::
 
     [project.entry-points."pinloop.targets"]
-    bench = "lab_bench.targets:BENCH"          # a harness.target.TargetKind
+    bench = "lab_bench.targets:BENCH"          # a harness.targets.TargetKind
 
     [project.entry-points."pinloop.power_switches"]
     usb-hub = "lab_bench.power:USB_HUB"        # a harness.lab.power.SwitchKind

@@ -114,7 +114,7 @@ def _run(case: list[str]) -> tuple[str, str, str | None, int | None]:
 
             load_card_config(args[0])
         elif kind == "reader":
-            from harness.readerprofile import load_profile
+            from harness.targets.reader_profile import load_profile
 
             profile = load_profile(Path(args[0]))
             for name in FAKE_READERS:
@@ -124,7 +124,7 @@ def _run(case: list[str]) -> tuple[str, str, str | None, int | None]:
 
             parse_profile(args[0])
         elif kind == "target":
-            from harness.target import make_target
+            from harness.targets import make_target
             from harness.transport import pcsc
 
             pcsc.list_readers = lambda: list(FAKE_READERS)  # type: ignore[assignment]
@@ -212,7 +212,7 @@ def _child() -> None:
     import harness.cli
     import harness.lab.pcscd
     import harness.scenario
-    import harness.target
+    import harness.targets
     import harness.transport.pcsc
 
     def no_pcscd(*_: object, **__: object) -> None:

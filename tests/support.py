@@ -17,7 +17,7 @@ from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.cards.jpki.layout import APPS_BY_ID, LAYOUT, PINS_BY_ID
 from harness.emulator import CardConfig, EmulatedCard
 from harness.secret import Secret
-from harness.target import GuardedCard, InProcessTarget
+from harness.targets import GuardedCard, InProcessTarget
 
 
 class Host:

@@ -17,12 +17,12 @@ from harness import safety
 from harness.capabilities import EMULATED, READER, TAG_REQUIRES, Capability
 from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import load_card_config, parse_profile
-from harness.guard import UnsafeStep
-from harness.readerprofile import load_profile
 from harness.run.runner import Runner
+from harness.safety.guard import UnsafeStep
 from harness.scenario import load_scenarios
 from harness.scenario.model import Scenario
-from harness.target import InProcessTarget, Target
+from harness.targets import InProcessTarget, Target
+from harness.targets.reader_profile import load_profile
 from tests.support import ROOT, PretendRealCard, run_pytest
 
 LIB = ROOT / "scenarios"
@@ -274,7 +274,7 @@ def test_a_target_that_claims_more_than_it_is_is_refused_before_anything_is_sent
     real card could claim block-pins (no opt-in) or skip the guard entirely."""
     from harness.emulator import EmulatedCard, MemoryStore
     from harness.secret import Secret
-    from harness.target import GuardedCard, make_target
+    from harness.targets import GuardedCard, make_target
     from harness.transport.inprocess import InProcessTransport
 
     card = EmulatedCard(MemoryStore(template_state.copy()))  # type: ignore[attr-defined]
@@ -311,7 +311,7 @@ def test_a_target_that_claims_more_than_it_is_is_refused_before_anything_is_sent
         safety.check_target(ClaimsEmulator(), connected=False)
 
     # through the registry: make_target refuses (and closes) what a lab's kind builds
-    from harness.target import TARGETS, TargetKind
+    from harness.targets import TARGETS, TargetKind
 
     TARGETS.register("claims", TargetKind(lambda arg, setup: ClaimsBlockPins(), "claims", "x"))
     try:

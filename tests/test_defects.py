@@ -229,7 +229,7 @@ def test_a_blocked_pin_that_lets_the_right_pin_through_is_reported_the_right_way
     from harness.run.expect import ExpectationFailed
     from harness.run.runner import Runner
     from harness.scenario import load_scenarios
-    from harness.target import InProcessTarget
+    from harness.targets import InProcessTarget
 
     path = Path(__file__).resolve().parent.parent / "scenarios" / "blocked-answers-alike.pin.yaml"
     scenario = load_scenarios(path, JPKI)[0]

@@ -18,8 +18,8 @@ import pytest
 from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import CardConfig, MemoryStore, load_card_config, parse_profile
 from harness.errors import HarnessError
-from harness.guard import GuardDefect, Refused
 from harness.run.runner import Runner
+from harness.safety.guard import GuardDefect, Refused
 from harness.scenario import Scenario, load_scenarios
 from harness.scenario.spend import declared_spend
 from tests.support import PretendRealCard
@@ -258,9 +258,9 @@ def test_a_blocked_or_nearly_blocked_pin_is_a_lab_fault_before_anything(
 def test_the_guards_memory_survives_a_fresh_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
     """After a lab fault the pool sets a real reader up again; a card the guard stopped stays
     stopped (a new guard would have forgotten it and sent tries again)."""
-    from harness import pytest_plugin as P
     from harness.cards.jpki import FACTS
-    from harness.guard import RealCardGuard
+    from harness.plugin import pool as P
+    from harness.safety.guard import RealCardGuard
     from harness.secret import Secret
 
     class Inner:
@@ -322,7 +322,7 @@ def test_a_card_whose_profile_lacks_what_the_guard_stands_on_is_not_guarded(
     import dataclasses
 
     from harness.cards.jpki import FACTS
-    from harness.guard import GuardSetupError, RealCardGuard
+    from harness.safety.guard import GuardSetupError, RealCardGuard
     from harness.secret import Secret
 
     class Inner:

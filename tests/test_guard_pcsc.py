@@ -21,7 +21,7 @@ from harness.emulator import CardState, FileStore
 from harness.lab.pcscd import Pcscd
 from harness.scenario import load_scenarios
 from harness.scenario.spend import declared_spend
-from harness.target import env_name
+from harness.targets import env_name
 from tests.pcsc_lab import EmulatorProcess
 from tests.support import run_pytest
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness.cards.jpki import PROFILE as JPKI
 from harness.lab.pcscd import Pcscd
-from harness.target import env_name
+from harness.targets import env_name
 from tests.pcsc_lab import EmulatorProcess
 from tests.support import ROOT, run_pytest
 
@@ -64,9 +64,9 @@ def test_the_real_reader_path_imports_no_emulator() -> None:
     """What a ``reader:`` run loads before its first scenario: the plugin, the target, the
     runner, the guard, the PC/SC transport and the reports."""
     code = (
-        "import harness.pytest_plugin, harness.target, harness.run.runner, harness.guard, "
+        "import harness.plugin, harness.targets, harness.run.runner, harness.safety.guard, "
         "harness.transport.pcsc, harness.report.summary, harness.report.allure_report, "
-        "harness.stations, harness.steps.tear"
+        "harness.plugin.stations, harness.steps.tear"
     )
     assert forbidden(imported(code)) == []
 
@@ -107,7 +107,7 @@ def test_a_reader_run_imports_no_emulator(
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "2 passed" in out, out[-3000:]
     names = modules.read_text().split()
-    assert "harness.run.runner" in names and "harness.guard" in names  # it did run scenarios
+    assert "harness.run.runner" in names and "harness.safety.guard" in names  # it did run scenarios
     assert forbidden(names) == [], out[-2000:]
 
 

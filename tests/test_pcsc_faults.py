@@ -207,7 +207,7 @@ def test_a_card_that_never_shows_says_what_the_sockets_and_the_daemon_saw(
     """The emulator of a PcscdTarget never starts serving: the lab fault names the link's
     state, the sockets of the vpcd port (pcscd listening, nobody connected) and pcscd's log."""
     require_pcsc()
-    from harness import target as T
+    from harness import targets as T
     from harness.emulator import load_card_config, parse_profile
 
     monkeypatch.setattr(T.PcscdTarget._connect, "__defaults__", (1.0,))

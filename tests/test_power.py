@@ -18,7 +18,7 @@ from harness.lab.power import (
     TimedCut,
 )
 from harness.lab.relay_sim import SimulatedRelay
-from harness.readerprofile import load_profile
+from harness.targets.reader_profile import load_profile
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def test_reinsert_on_a_real_reader_asks_its_operator(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from harness.lab import power
-    from harness.target import Target, TargetError
+    from harness.targets import Target, TargetError
 
     monkeypatch.setattr(power.os, "isatty", lambda fd: False)  # unattended, even under -s
 

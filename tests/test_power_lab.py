@@ -21,7 +21,7 @@ from harness.lab.relay_sim import SimulatedRelay
 from harness.run.expect import ExpectationFailed
 from harness.run.runner import Runner
 from harness.scenario import load_scenarios
-from harness.target import RealReaderTarget, env_name
+from harness.targets import RealReaderTarget, env_name
 from tests.pcsc_lab import ServedCard
 
 LIB = Path(__file__).resolve().parent.parent / "scenarios"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import readerprofile
 from harness.errors import ConfigError
-from harness.readerprofile import (
+from harness.targets import reader_profile
+from harness.targets.reader_profile import (
     BUILTIN_DIR,
     ReaderProfile,
     UnknownReader,
@@ -81,7 +81,7 @@ def test_duplicate_profile_names(tmp_path: Path) -> None:
 
 
 def test_budgets_with_a_marginal_zone() -> None:
-    from harness.readerprofile import Budget
+    from harness.targets.reader_profile import Budget
 
     b = Budget(2.0, 1.0)
     assert [b.judge(ms) for ms in (0.5, 1.0, 1.5, 2.0, 2.01)] == [
@@ -165,7 +165,7 @@ def test_a_broken_profile_is_named_not_silently_dropped(
 ) -> None:
     """One broken, unrelated profile used to make the in-process target lose its own profile
     ("no latency budget for emulated (in-process)"); now it is the error, at its line."""
-    from harness import target
+    from harness import targets as target
     from harness.emulator import load_card_config, parse_profile
     from harness.errors import ConfigError
 
@@ -198,7 +198,7 @@ def test_built_in_profiles_come_from_the_package(
     profiles = load_profiles()
     assert sorted(_sources(profiles)) == ["in-process", "virtual-pcd"]
     assert all(p.builtin and Path(p.source).parent == BUILTIN_DIR for p in profiles)
-    assert BUILTIN_DIR.parent == Path(readerprofile.__file__).resolve().parent
+    assert BUILTIN_DIR.parent == Path(reader_profile.__file__).resolve().parent.parent
     with pytest.raises(UnknownReader, match="no reader profile matches 'ACS ACR39U"):
         select_profile("ACS ACR39U ICC Reader 00 00", profiles)
 
@@ -226,11 +226,11 @@ def test_a_named_folder_comes_before_the_working_directory(
     monkeypatch.chdir(tmp_path)
     names = sorted(_sources(load_profiles(tmp_path / "lab")))
     assert names == ["acr39u", "in-process", "virtual-pcd"]
-    previous = readerprofile.use_lab_folder(tmp_path / "lab")  # --pinloop-readers
+    previous = reader_profile.use_lab_folder(tmp_path / "lab")  # --pinloop-readers
     try:
         assert sorted(_sources(load_profiles())) == names
     finally:
-        readerprofile.use_lab_folder(previous)
+        reader_profile.use_lab_folder(previous)
     assert "cwd" in _sources(load_profiles())
     with pytest.raises(ConfigError, match="no such folder of reader profiles"):
         load_profiles(tmp_path / "missing")

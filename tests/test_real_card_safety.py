@@ -15,11 +15,11 @@ import pytest
 
 from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import load_card_config, parse_profile
-from harness.guard import Refused, UnsafeStep
 from harness.lab.pcscd import Pcscd
 from harness.run.runner import Runner
+from harness.safety.guard import Refused, UnsafeStep
 from harness.scenario import load_scenarios
-from harness.target import env_name
+from harness.targets import env_name
 from tests.pcsc_lab import EmulatorProcess
 from tests.support import PretendRealCard, run_pytest
 

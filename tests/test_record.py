@@ -17,7 +17,7 @@ from harness.emulator import load_card_config, parse_profile
 from harness.emulator.config import CardConfig
 from harness.run.runner import Runner
 from harness.scenario import load_scenarios
-from harness.target import InProcessTarget, Target
+from harness.targets import InProcessTarget, Target
 from harness.timing import KINDS
 from tests.pcsc_lab import require_pcsc
 from tests.support import PretendRealCard
@@ -89,7 +89,7 @@ def test_through_pcscd_the_identification_is_recorded_too(tmp_path: Path) -> Non
     """Through pcscd the target checks, at set-up and after every reconnection, that the card
     is this run's emulator; the vicc server counts those APDUs with the card's."""
     require_pcsc()
-    from harness.target import make_target
+    from harness.targets import make_target
 
     target = make_target("pcscd", load_card_config(), None)
     try:

@@ -22,10 +22,10 @@ from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import load_card_config
 from harness.errors import ConfigError
 from harness.lab.power import SWITCHES, SwitchKind, SwitchSpec
-from harness.readerprofile import load_profile
 from harness.run.runner import Runner
 from harness.scenario import load_scenarios
-from harness.target import TARGETS, TargetError, TargetKind, make_target
+from harness.targets import TARGETS, TargetError, TargetKind, make_target
+from harness.targets.reader_profile import load_profile
 from tests.support import ROOT, run_pytest
 
 LIB = ROOT / "scenarios"
@@ -37,8 +37,8 @@ from pathlib import Path
 
 from harness.capabilities import Capability as C
 from harness.lab.power import SwitchKind
-from harness.readerprofile import UnknownReader, load_profiles, select_profile
-from harness.target import InProcessTarget, Target, TargetKind
+from harness.targets.reader_profile import UnknownReader, load_profiles, select_profile
+from harness.targets import InProcessTarget, Target, TargetKind
 
 
 class BenchTarget(InProcessTarget):
@@ -217,7 +217,7 @@ def test_a_switch_kind_registered_in_process_cuts_the_power(tmp_path: Path) -> N
         profile = load_profile(path)
         from harness.capabilities import Capability
         from harness.emulator import parse_profile
-        from harness.target import InProcessTarget, Target
+        from harness.targets import InProcessTarget, Target
 
         class Bench(InProcessTarget):
             power_switch = Target.power_switch
@@ -274,7 +274,9 @@ def test_an_entry_point_of_the_wrong_kind_is_an_error(
     monkeypatch.syspath_prepend(str(folder))
     TARGETS.refresh()
     try:
-        with pytest.raises(ConfigError, match=r"gives a str, not a harness\.target\.TargetKind"):
+        with pytest.raises(
+            ConfigError, match=r"gives a str, not a harness\.targets\.kinds\.TargetKind"
+        ):
             make_target("odd", None, None, card=JPKI)
         with pytest.raises(ConfigError, match="cannot be loaded: ModuleNotFoundError"):
             make_target("broken", None, None, card=JPKI)

@@ -334,7 +334,7 @@ def test_no_pin_with_showlocals_when_a_run_fails_unexpectedly(
         args += ["--pinloop-target", target]
     if target == "reader":
         from harness.lab.pcscd import Pcscd
-        from harness.target import env_name
+        from harness.targets import env_name
         from harness.transport.pcsc import wait_for_card
         from tests.pcsc_lab import EmulatorProcess
 

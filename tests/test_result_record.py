@@ -13,7 +13,7 @@ from harness.report.records import file_name
 from harness.run.record import ScenarioRecord
 from harness.run.runner import Runner
 from harness.scenario import load_scenarios
-from harness.target import InProcessTarget
+from harness.targets import InProcessTarget
 from tests.support import run_pytest
 
 ROOT = Path(__file__).resolve().parent.parent

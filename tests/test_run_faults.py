@@ -16,7 +16,7 @@ import pytest
 from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import CardState
 from harness.lab.pcscd import Pcscd
-from harness.target import env_name
+from harness.targets import env_name
 from tests.pcsc_lab import EmulatorProcess, require_pcsc
 from tests.support import ROOT, run_pytest
 

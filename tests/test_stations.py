@@ -241,7 +241,7 @@ class FakeNode:
 def _scheduler(seconds: list[float], timing: set[int], nodes: list[FakeNode]) -> object:
     import pytest
 
-    from harness.stations import SpreadScheduling
+    from harness.plugin.stations import SpreadScheduling
 
     config = pytest.Config.__new__(pytest.Config)
     config.getoption = lambda name, default=None: None  # type: ignore[method-assign]
@@ -309,7 +309,7 @@ def test_a_crashed_worker_s_items_go_to_the_others_once() -> None:
 
 def test_timing_items_wait_for_every_other_worker(tmp_path: Path) -> None:
     from harness.errors import HarnessError
-    from harness.stations import QuietTiming
+    from harness.plugin.stations import QuietTiming
 
     lock = tmp_path / "quiet.lock"
     other, timing = QuietTiming(lock), QuietTiming(lock, deadline=0.2)
@@ -336,7 +336,7 @@ def test_timing_items_wait_for_every_other_worker(tmp_path: Path) -> None:
 
 
 def test_file_profile_hints() -> None:
-    from harness.stations import file_profile
+    from harness.plugin.stations import file_profile
 
     timed = [{"select": {"pin": "{pin}"}}, {"tear": {"delays_us": [0, 100, 200, 300]}}]
     assert file_profile(timed) == (pytest.approx(0.02 + 4 * 0.8), False)

@@ -22,7 +22,7 @@ from harness.scenario.model import Step
 from harness.scenario.parse import Parse
 from harness.scenario.schema import CardRefs
 from harness.steps import BUILT_IN, StepKind, kinds, register, unregister
-from harness.target import InProcessTarget
+from harness.targets import InProcessTarget
 from tests.support import ROOT
 
 

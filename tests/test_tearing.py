@@ -12,7 +12,7 @@ from harness.emulator import load_card_config, parse_profile
 from harness.errors import CardRemoved
 from harness.run.runner import Runner
 from harness.scenario import load_scenarios
-from harness.target import InProcessTarget
+from harness.targets import InProcessTarget
 
 LIB = Path(__file__).resolve().parent.parent / "scenarios"
 

@@ -151,7 +151,7 @@ def test_a_leak_verdict_must_replicate_in_an_independent_run(
     from harness.errors import HarnessError
     from harness.run.runner import Runner
     from harness.scenario import load_scenarios
-    from harness.target import InProcessTarget
+    from harness.targets import InProcessTarget
 
     root = Path(__file__).resolve().parent.parent
     scenario = load_scenarios(root / "scenarios" / "verify-timing-leak.pin.yaml", JPKI)[0]
@@ -239,7 +239,7 @@ def test_a_latency_budget_broken_must_be_broken_again(monkeypatch: pytest.Monkey
     from harness.run.runner import Runner
     from harness.scenario import load_scenarios
     from harness.steps import latency
-    from harness.target import InProcessTarget
+    from harness.targets import InProcessTarget
 
     root = Path(__file__).resolve().parent.parent
     scenario = load_scenarios(root / "scenarios" / "verify-latency.pin.yaml", JPKI)[0]

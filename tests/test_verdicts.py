@@ -13,12 +13,12 @@ from harness import safety
 from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import load_card_config, parse_profile
 from harness.errors import ConfigError, HarnessError
-from harness.guard import Refused
 from harness.run.record import StepRecord
 from harness.run.runner import HookFailed, Runner
+from harness.safety.guard import Refused
 from harness.scenario import load_scenarios
 from harness.scenario.model import Literal
-from harness.target import InProcessTarget
+from harness.targets import InProcessTarget
 from tests.support import ROOT, PretendRealCard, run_pytest
 
 LIB = ROOT / "scenarios"

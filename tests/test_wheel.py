@@ -124,7 +124,7 @@ def test_the_package_is_the_installed_one(installed: Installed) -> None:
     where, license_, plugins = out.splitlines()
     assert Path(where).is_relative_to(installed.venv), where
     assert license_ == "Apache-2.0"
-    assert plugins == "['harness.pytest_plugin']"  # the entry point, once
+    assert plugins == "['harness.plugin']"  # the entry point, once
 
 
 def test_pinloop_smoke(installed: Installed) -> None:
@@ -180,7 +180,8 @@ def test_pinloop_readers(installed: Installed) -> None:
             installed.run(
                 installed.python,
                 "-c",
-                "from harness.readerprofile import load_profiles as l, select_profile as s; "
+                "from harness.targets.reader_profile import load_profiles as l, "
+                "select_profile as s; "
                 "p = l(); print(s('Virtual PCD 00 01', p).source); "
                 "print(s('ACS ACR39U ICC Reader 00 00', p).source)",
             )

@@ -148,7 +148,7 @@ class SignKey:
 
 @dataclass(frozen=True, slots=True)
 class GuardFacts:
-    """The card knowledge the real-card guard (:mod:`harness.guard`) runs on."""
+    """The card knowledge the real-card guard (:mod:`harness.safety.guard`) runs on."""
 
     #: application id → AID (a SELECT by DF name may give a prefix of it)
     applications: Mapping[str, bytes]

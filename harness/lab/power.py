@@ -48,7 +48,7 @@ from harness.registry import Registry, UnknownName, of_type
 
 if TYPE_CHECKING:
     from harness.cards.emulated import CardEmulator
-    from harness.target import Target
+    from harness.targets import Target
 
 
 class PowerSwitchError(HarnessError):

@@ -5,8 +5,8 @@ runner begins a scenario through :func:`harness.safety.begin` (the target is tol
 scenario declares, :func:`harness.scenario.spend.declared_spend`, and a real card's guard
 restores its PINs and refuses what could go below the floor), and lets the target restore the
 card when the scenario ends. Every APDU it sends to a card that is not the emulator passes the
-target's guard (:mod:`harness.guard`); what only some cards allow (literal and fresh PINs, the
-test re-initialisation, cuts at write points) is refused on the others
+target's guard (:mod:`harness.safety.guard`); what only some cards allow (literal and fresh
+PINs, the test re-initialisation, cuts at write points) is refused on the others
 (:func:`harness.safety.refuse_without`).
 """
 
@@ -18,12 +18,12 @@ from contextlib import AbstractContextManager
 
 from harness import safety
 from harness.errors import ConfigError, DeviceDefect, HarnessError, SourceLocation, TransportError
-from harness.guard import Refused
 from harness.run.record import StepRecord, first_line
 from harness.run.session import CardSession
+from harness.safety.guard import Refused
 from harness.scenario import model as M
 from harness.steps import kind_of
-from harness.target import Target
+from harness.targets import Target
 
 
 class Runner:

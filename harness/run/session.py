@@ -7,7 +7,7 @@ APDU trace (PINs masked) and the run's timing record (a row per APDU, with its k
 measured (marginal budgets, the timing series of a leak test) is kept here for the outputs.
 
 Safety on real cards is not its job: every APDU to a card that is not the emulator passes the
-target's guard (:mod:`harness.guard`), and the PIN values only some cards allow (literal and
+target's guard (:mod:`harness.safety.guard`), and the PIN values only some cards allow (literal and
 fresh ones) are refused on the others by :func:`harness.safety.refuse_without`.
 """
 
@@ -24,13 +24,13 @@ from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.capabilities import Capability
 from harness.cards.profile import CardProfile, PinSpec
 from harness.errors import ConfigError, HarnessError, SourceLocation
-from harness.guard import Refused
 from harness.run.expect import ExpectationFailed
 from harness.run.record import ApduRecord, ScenarioRecord, StepRecord
 from harness.safety import refuse_without
+from harness.safety.guard import Refused
 from harness.scenario import model as M
 from harness.secret import Secret
-from harness.target import Target
+from harness.targets import Target
 from harness.timing import ApduTime
 from harness.transport.base import Transport
 

@@ -1,7 +1,7 @@
 """How many tries of each PIN a scenario may have spent at once: what it declares by its steps.
 
 A real card's guard lets a scenario bring a PIN down by this many tries from where it started,
-never further and never to 0 (:mod:`harness.guard`). The count follows the steps in order:
+never further and never to 0 (:mod:`harness.safety.guard`). The count follows the steps in order:
 each value that is not the PIN (``wrong``, ``short``, a literal, ...) adds one try, a right
 VERIFY puts the count back to 0, and steps that restore after every try (latency of wrong
 VERIFYs, leak tests, timed cuts) need one try at a time. Raw ``apdu:`` steps declare nothing:

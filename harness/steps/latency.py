@@ -105,7 +105,7 @@ def figures(
     """One run of ``s.samples`` timed commands: its p50, p95 and p99 in ms (noted).
 
     Each sample is taken less the time the threads on its path (this one, and those of
-    the target's :meth:`~harness.target.Target.path_threads` that carry an answer)
+    the target's :meth:`~harness.targets.Target.path_threads` that carry an answer)
     waited for a CPU meanwhile (:class:`~harness.timing.CpuWait`): a busy host, not the
     reader, made that wait. The figures as measured are noted beside them."""
     samples, raw = [], []

@@ -49,7 +49,7 @@ def parse(c: Parse, body: Any, common: dict[str, Any]) -> Reinit:
 
 def reset_code(session: CardSession, route: str) -> bytes:
     """The card's reset code of ``route``: refused on a target without ``test-reinit`` (a real
-    card has none; :meth:`harness.target.Target.reset_code`)."""
+    card has none; :meth:`harness.targets.Target.reset_code`)."""
     return session.target.reset_code(route)
 
 

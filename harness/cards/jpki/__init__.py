@@ -2,7 +2,7 @@
 
 - :mod:`~harness.cards.jpki.layout`  applications, EFs and PIN objects, with their sources
 
-What the real-card guard relies on (:mod:`harness.guard`): the empty VERIFY ``00 20 00 80``
+What the real-card guard relies on (:mod:`harness.safety.guard`): the empty VERIFY ``00 20 00 80``
 answers ``63 Cx`` without spending a try (confirmed by several clients and a real-card trace);
 a correct VERIFY puts the counter back to its maximum (confirmed); VERIFY with data, CHANGE
 REFERENCE DATA ``00 24``, JICSAP CHANGE KEY ``80 32`` and RESET RETRY COUNTER ``00 2C`` may

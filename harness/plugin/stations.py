@@ -45,7 +45,7 @@ from xdist.scheduler import LoadScheduling
 
 from harness.errors import HarnessError
 from harness.scenario import Scenario
-from harness.target import PcscdTarget, Target, check_card
+from harness.targets import PcscdTarget, Target, check_card
 
 if TYPE_CHECKING:
     from harness.cards.profile import CardProfile

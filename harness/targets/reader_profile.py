@@ -38,7 +38,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.lab.power import DEFAULT_KIND, SwitchSpec, switch_kind
 
 #: the built-in profiles (package data)
-BUILTIN_DIR = Path(__file__).resolve().parent / "readers"
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "readers"
 
 #: the session's lab folder (``--pinloop-readers``), set by the pytest plugin
 _session_folder: Path | None = None

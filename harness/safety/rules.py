@@ -14,15 +14,15 @@ card follows from two things: what the target *can* do, its capabilities
   that was not opted in names the option.
 - **The start of a scenario** (:func:`begin`): the target is told the tries the scenario
   declares (:func:`harness.scenario.spend.declared_spend`) and whether it may block a PIN; a
-  real card's guard (:meth:`harness.guard.RealCardGuard.begin`) refuses a scenario that could
+  real card's guard (:meth:`harness.safety.guard.RealCardGuard.begin`) refuses a scenario that could
   bring a counter below its floor, and restores the card's PINs first.
 - **While it runs** (:func:`refuse_without`): what only a card with a capability allows is
   refused on any other, whatever the scenario's tags: literal PIN values (``literal-pins``),
   fresh PIN values (``fresh-pins``), the test re-initialisation (``test-reinit``) and cuts at
   write points (``write-points``). The session and the targets' typed methods call it; a
-  refusal is an :class:`~harness.guard.UnsafeStep`, reported as a skip with the reason.
+  refusal is an :class:`~harness.safety.guard.UnsafeStep`, reported as a skip with the reason.
 - **Every APDU** to a card without ``emulator`` passes the real-card guard
-  (:mod:`harness.guard`), which the real-reader target puts in front of its transport.
+  (:mod:`harness.safety.guard`), which the real-reader target puts in front of its transport.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING
 
 from harness.capabilities import HOW_TO_GET, READER, Capability, names
 from harness.errors import HarnessError
-from harness.guard import RealCardGuard, UnsafeStep
+from harness.safety.guard import RealCardGuard, UnsafeStep
 
 if TYPE_CHECKING:
     from harness.scenario.model import Scenario
-    from harness.target import Target
+    from harness.targets import Target
 
 #: the option that opts one real reader in to destructive scenarios (``block-pins``)
 DESTRUCTIVE_OPTION = "--pinloop-destructive-reader"
@@ -114,7 +114,7 @@ def begin(
     """The start of ``scenario`` on ``target``: the target brings the card to the scenario's
     starting state, told the tries the scenario declares per PIN and whether it may block one
     (a real card's guard restores its PINs and refuses a scenario that could go below its
-    floor: :class:`~harness.guard.Refused`)."""
+    floor: :class:`~harness.safety.guard.Refused`)."""
     from harness.scenario.spend import declared_spend
 
     check_target(target)
@@ -134,7 +134,7 @@ def check_target(target: Target, *, connected: bool = True) -> None:
     otherwise, before anything is sent:
 
     - ``emulator`` (and with it every capability that can spend or change a PIN) only for
-      pinloop's emulated targets (:data:`harness.target.EmulatedTarget` and its subclasses);
+      pinloop's emulated targets (:data:`harness.targets.EmulatedTarget` and its subclasses);
     - any other target has its reader's capabilities only (:data:`READER`), and, once
       ``connected``, its transport is the real-card guard: every APDU passes it.
     """
@@ -144,7 +144,7 @@ def check_target(target: Target, *, connected: bool = True) -> None:
             raise UnsafeTarget(
                 f"{target.name}: claims {Capability.EMULATOR} but is not one of pinloop's "
                 "emulated targets (a lab's emulator target subclasses "
-                "harness.target.EmulatedTarget); refused before anything is sent"
+                "harness.targets.EmulatedTarget); refused before anything is sent"
             )
         return
     extra = have - READER
@@ -157,12 +157,12 @@ def check_target(target: Target, *, connected: bool = True) -> None:
         raise UnsafeTarget(
             f"{target.name}: every APDU to a card that is not pinloop's emulator passes the "
             "real-card guard, and this target's transport is not one (mix in "
-            "harness.target.GuardedCard); refused before anything is sent"
+            "harness.targets.GuardedCard); refused before anything is sent"
         )
 
 
 def refuse_without(target: Target, capability: Capability) -> None:
-    """Raise :class:`~harness.guard.UnsafeStep` unless ``target`` has ``capability``: what a
+    """Raise :class:`~harness.safety.guard.UnsafeStep` unless ``target`` has ``capability``: what a
     scenario run asks only such a card for (:data:`REFUSALS`)."""
     if capability not in target.capabilities:
         why = REFUSALS.get(capability, f"this step needs {capability}")

@@ -1,5 +1,5 @@
 """pinloop's own pytest hooks, for plugins of a lab (a fault injector, a live dashboard, an
-output of its own). Registered by :mod:`harness.pytest_plugin`.
+output of its own). Registered by :mod:`harness.plugin`.
 
 Implement them in a ``conftest.py`` or a plugin (``-p``) like any pytest hook.
 """
