@@ -113,3 +113,33 @@ def test_the_json_record_per_reader_and_the_hooks(tmp_path: Path) -> None:
     steps = [s for s in seen if s[0] == "step"]
     ran = sum(1 for s in scenarios for st in s["steps"] if st["verdict"] != "not run")
     assert len(steps) == ran
+
+
+def test_each_step_is_titled_from_its_model_with_pins_masked(tmp_path: Path) -> None:
+    """The title every output names a step by (Allure's step names) comes from the typed
+    step: parameters resolved, every expectation set (a ``tries`` of 0 and a ``blocked`` of
+    false included), a literal PIN and the PIN bytes of a raw VERIFY masked."""
+    path = tmp_path / "titles.pin.yaml"
+    path.write_text(
+        "name: titles\nrule: titles\ntags: [emulator-only]\nfor_each: {pin: [jpki-sign]}\n"
+        "steps:\n"
+        '  - select: {pin: "{pin}"}\n'
+        "  - verify: {value: wrong, repeat: max-1}\n"
+        "    expect: {sw: 63Cx, tries: one-less, blocked: false}\n"
+        "  - verify: {value: wrong}\n"
+        "    expect: {tries: 0, blocked: true}\n"
+        "  - verify: {value: {literal: QX7Z9WK}}\n"
+        '  - apdu: {hex: "002000800473918204"}\n'
+    )
+    [scenario] = load_scenarios(path, JPKI)
+    record = ScenarioRecord.of(scenario, target="inprocess", reader="r", card="jpki")
+    titles = [s.title for s in record.steps]
+    assert titles[:3] == [
+        "select: pin=jpki-sign",
+        "verify: pin=jpki-sign, values=[wrong], repeat=4; "
+        "expect sw=63Cx, tries=one-less, blocked=false",
+        "verify: pin=jpki-sign, values=[wrong]; expect tries=0, blocked=true",
+    ]
+    assert titles[3] == "verify: pin=jpki-sign, values=[literal:****]"
+    assert titles[4] == "apdu: raw=00 20 00 80 04 ** ** ** **"
+    assert "QX7Z9WK" not in json.dumps(record.to_json()) and "73918" not in titles[4]

@@ -18,6 +18,7 @@ from harness.run.expect import ExpectationFailed
 from harness.run.record import ScenarioRecord
 from harness.safety.guard import Refused
 from harness.scenario import Scenario, load_scenarios
+from harness.steps import is_timing
 from harness.targets import Target
 
 
@@ -134,11 +135,10 @@ class ScenarioItem(pytest.Item):
             if out is not None:
                 if marks:
                     out.mark_marginal(self.scenario, marks)
-                timing = any(s.action in ("latency", "leak") for s in self.scenario.steps)
                 out.attach_timing(
                     runner.session.latencies,
                     f"{self.scenario.name} on {self.target.report_name}",
-                    plot=timing,
+                    plot=is_timing(self.scenario),
                     classes=runner.session.timing_series,
                 )
 

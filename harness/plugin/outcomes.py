@@ -240,9 +240,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             if reporter is not None:
                 reporter.write_line(f"pinloop: Allure plots not drawn: {exc}", yellow=True)
 
+        records: list[dict[str, Any]] = config.stash[RECORDS]
         readers = sorted(config.stash[READERS].values(), key=lambda r: (r["name"], r["target"]))
         try:
-            write_environment(Path(alluredir), readers)
+            write_environment(Path(alluredir), readers, records)
         except OSError as exc:
             if reporter is not None:
                 reporter.write_line(f"pinloop: Allure environment not written: {exc}", yellow=True)

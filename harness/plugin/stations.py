@@ -45,6 +45,7 @@ from xdist.scheduler import LoadScheduling
 
 from harness.errors import HarnessError
 from harness.scenario import Scenario
+from harness.steps import is_timing, timing_actions
 from harness.targets import PcscdTarget, Target, check_card
 
 if TYPE_CHECKING:
@@ -67,11 +68,6 @@ _TEAR_CUTS = {"verify": 3, "change": 2, "reinit": 2}
 LONG_S = 0.4
 
 
-def is_timing(scenario: Scenario) -> bool:
-    """A scenario whose verdict depends on measured time (a latency budget, a leak test)."""
-    return any(s.action in ("latency", "leak") for s in scenario.steps)
-
-
 def file_profile(steps: Any) -> tuple[float, bool]:
     """A scenario file's expected wall time through pcscd (its power cuts and removals) and
     whether it is a timing one, from its parsed ``steps`` (every item of a file has the same
@@ -81,7 +77,7 @@ def file_profile(steps: Any) -> tuple[float, bool]:
     for step in steps if isinstance(steps, list) else []:
         if not isinstance(step, dict):
             continue
-        timing = timing or "latency" in step or "leak" in step
+        timing = timing or any(action in step for action in timing_actions())
         if step.get("power") in ("cut", "reinsert"):
             seconds += CUT_S
         tear = step.get("tear")

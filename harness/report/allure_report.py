@@ -13,7 +13,7 @@ import json
 import platform
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +23,43 @@ import pytest
 
 from harness import __version__
 from harness.cards.profile import CardProfile
-from harness.run.expect import mask_literals
+from harness.run.record import StepRecord
 from harness.scenario import Scenario
-from harness.scenario import model as M
+from harness.steps import timing_actions
 from harness.timing import ApduTime
 
-#: first match wins: timing failures before other device defects; lab faults are "broken"
-CATEGORIES = [
-    {
-        "name": "Timing failures (device)",
-        "matchedStatuses": ["failed"],
-        "messageRegex": r"(?s).*rule '(verify-latency-budget|verify-constant-time)' broken.*",
-    },
-    {
-        "name": "Device defects",
-        "matchedStatuses": ["failed"],
-        "messageRegex": r"(?s).*rule '[a-z0-9-]+' broken.*",
-    },
-    {"name": "Lab faults (reader, daemon, emulator, configuration)", "matchedStatuses": ["broken"]},
-]
+TIMING_FAILURES = "Timing failures (device)"
+DEVICE_DEFECTS = "Device defects"
+LAB_FAULTS = "Lab faults (reader, daemon, emulator, configuration)"
 
-_SNIPPET_LINE = re.compile(r"^>\s*\d+  (.*)$")  # the marked line of a ConfigError-style snippet
+
+def categories(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Allure's categories of a run, from its result records (first match wins). Only a
+    device defect fails an item and only a lab fault breaks one, so the statuses decide,
+    with one exception: a failed item of a rule whose scenarios measure time (a step kind
+    with ``timing``: latency, leak) is a timing failure, matched on the rule its failure
+    names (``rule 'verify-latency-budget' broken``)."""
+    timing = timing_actions()
+    rules = sorted(
+        {
+            str(r["rule"])
+            for r in records
+            if any(s.get("action") in timing for s in r.get("steps", ()))
+        }
+    )
+    out: list[dict[str, Any]] = []
+    if rules:
+        names = "|".join(re.escape(rule) for rule in rules)
+        out.append(
+            {
+                "name": TIMING_FAILURES,
+                "matchedStatuses": ["failed"],
+                "messageRegex": f"(?s).*rule '({names})' broken.*",
+            }
+        )
+    out.append({"name": DEVICE_DEFECTS, "matchedStatuses": ["failed"]})
+    out.append({"name": LAB_FAULTS, "matchedStatuses": ["broken"]})
+    return out
 
 
 def scenario_apps(scenario: Scenario, card: CardProfile) -> set[str]:
@@ -83,15 +99,6 @@ def collection_markers(scenario: Scenario, card: CardProfile) -> list[pytest.Mar
     return marks
 
 
-def step_title(index: int, step: M.Step) -> str:
-    """``3. verify: {value: wrong, repeat: max-1}`` - the step's own line, literals masked."""
-    marked = (_SNIPPET_LINE.match(ln) for ln in step.snippet.splitlines())
-    m = next((m for m in marked if m), None)
-    text = m.group(1).strip().lstrip("- ") if m else step.action
-    masked = mask_literals(text)
-    return f"{index}. {masked}"
-
-
 def runtime_metadata(scenario: Scenario, reader: str, card: str) -> None:
     allure.dynamic.title(scenario.name + (f" [{scenario.id}]" if scenario.id else ""))
     allure.dynamic.description(scenario.description or scenario.name)
@@ -101,12 +108,13 @@ def runtime_metadata(scenario: Scenario, reader: str, card: str) -> None:
         allure.dynamic.parameter(key, value)
 
 
-def step_context(trace: Callable[[], list[str]]) -> Callable[[int, M.Step], Any]:
-    """A context manager factory: one Allure step per scenario step, its trace attached."""
+def step_context(trace: Callable[[], list[str]]) -> Callable[[StepRecord], Any]:
+    """A context manager factory: one Allure step per scenario step, named by its record
+    (``3. verify: pin=jpki-auth, value=wrong, repeat=2``), its trace attached."""
 
     @contextlib.contextmanager
-    def ctx(index: int, step: M.Step) -> Iterator[None]:
-        with allure.step(step_title(index, step)):
+    def ctx(step: StepRecord) -> Iterator[None]:
+        with allure.step(f"{step.index}. {step.title}"):
             try:
                 yield
             finally:
@@ -194,8 +202,11 @@ def _dpkg_version(package: str) -> str:
         return "unknown"
 
 
-def write_environment(alluredir: Path, readers: list[dict[str, str]]) -> None:
-    """``environment.properties`` and ``categories.json`` into the results directory."""
+def write_environment(
+    alluredir: Path, readers: list[dict[str, str]], records: Iterable[Mapping[str, Any]] = ()
+) -> None:
+    """``environment.properties`` and ``categories.json`` (:func:`categories` of the run's
+    result ``records``) into the results directory."""
     from importlib.metadata import PackageNotFoundError, version
 
     def installed(dist: str) -> str:
@@ -220,7 +231,7 @@ def write_environment(alluredir: Path, readers: list[dict[str, str]]) -> None:
     (alluredir / "environment.properties").write_text(
         "".join(f"{k}={str(v).replace(chr(10), ' ')}\n" for k, v in props.items())
     )
-    (alluredir / "categories.json").write_text(json.dumps(CATEGORIES, indent=1))
+    (alluredir / "categories.json").write_text(json.dumps(categories(records), indent=1))
 
 
 class SafeFileLogger:

@@ -9,10 +9,14 @@ and trends accumulate.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -39,16 +43,68 @@ class ReportError(HarnessError):
     pass
 
 
+#: written last into a complete install: a tree without it (an install cut off, or one
+#: another process is still writing) is never used
+COMPLETE = ".pinloop-complete"
+#: how long to wait for another process installing the same Allure (its npm times out at 600 s)
+INSTALL_WAIT_S = 660.0
+
+
 def allure_cli() -> Path:
-    """The pinned Allure 3 CLI, installed into :func:`allure_dir` on first use."""
+    """The pinned Allure 3 CLI, installed into :func:`allure_dir` on first use.
+
+    The install goes into a fresh folder beside it and is moved into place only when npm has
+    finished, under a lock: two runs at once (two checkouts, a CI job beside a lab run) never
+    use, or write into, a half-installed tree."""
     tools = allure_dir()
     cli = tools / "node_modules" / ".bin" / "allure"
-    if cli.exists():
+    if (tools / COMPLETE).exists() and cli.exists():
         return cli
     npm = shutil.which("npm")
     if npm is None:
         raise ReportError("npm is missing; as root: apt-get install -y nodejs npm")
-    tools.mkdir(parents=True, exist_ok=True)
+    tools.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(tools.with_name(tools.name + ".lock")):
+        if (tools / COMPLETE).exists() and cli.exists():
+            return cli  # another process installed it while this one waited
+        part = Path(tempfile.mkdtemp(prefix=tools.name + ".part-", dir=tools.parent))
+        try:
+            _npm_install(npm, part)
+            (part / COMPLETE).write_text(ALLURE_VERSION + "\n")
+            if tools.exists():  # an install cut off earlier: set aside, then removed
+                stale = Path(tempfile.mkdtemp(prefix=tools.name + ".stale-", dir=tools.parent))
+                tools.rename(stale / "tree")
+                shutil.rmtree(stale, ignore_errors=True)
+            part.rename(tools)
+        finally:
+            shutil.rmtree(part, ignore_errors=True)  # gone already when it was moved
+    return cli
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    import fcntl  # POSIX; the static report is built on the lab's Linux or macOS host
+
+    with path.open("a") as f:
+        deadline = time.monotonic() + INSTALL_WAIT_S
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ReportError(
+                        f"another process has been installing Allure into {path.parent} "
+                        f"for {INSTALL_WAIT_S:.0f} s"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _npm_install(npm: str, prefix: Path) -> None:
     proc = subprocess.run(  # noqa: S603 - npm with fixed arguments
         [
             npm,
@@ -58,7 +114,7 @@ def allure_cli() -> Path:
             "--fetch-timeout=60000",  # fail in minutes, not hang, if the registry is away
             "--fetch-retries=2",
             "--prefix",
-            str(tools),
+            str(prefix),
             f"allure@{ALLURE_VERSION}",
         ],
         capture_output=True,
@@ -66,9 +122,8 @@ def allure_cli() -> Path:
         timeout=600,
         check=False,
     )
-    if proc.returncode != 0 or not cli.exists():
+    if proc.returncode != 0 or not (prefix / "node_modules" / ".bin" / "allure").exists():
         raise ReportError(f"npm install allure@{ALLURE_VERSION} failed:\n{proc.stderr[-2000:]}")
-    return cli
 
 
 def build(

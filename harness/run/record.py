@@ -44,6 +44,8 @@ class StepRecord:
     action: str
     where: str  # file:line
     id: str | None = None
+    #: the step as reports name it (:meth:`Step.title`: its settings, PINs masked)
+    title: str = ""
     verdict: str = "not run"  # passed, failed, error, not run
     message: str = ""  # the first line of what ended it
     apdus: list[ApduRecord] = field(default_factory=list)
@@ -87,7 +89,11 @@ class ScenarioRecord:
             tags=sorted(scenario.tags),
             steps=[
                 StepRecord(
-                    i, step.action, f"{shown_path(step.where.path)}:{step.where.line}", step.id
+                    i,
+                    step.action,
+                    f"{shown_path(step.where.path)}:{step.where.line}",
+                    step.id,
+                    step.title(),
                 )
                 for i, step in enumerate(scenario.steps, 1)
             ],

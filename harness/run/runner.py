@@ -49,8 +49,8 @@ class Runner:
         self.destructive_ok = destructive_ok
         self.session = CardSession(target, scenario, reveal=reveal)
         #: wraps each step (the pytest plugin puts an Allure step around it)
-        self.step_context: Callable[[int, M.Step], AbstractContextManager[object]] = (
-            lambda index, step: contextlib.nullcontext()
+        self.step_context: Callable[[StepRecord], AbstractContextManager[object]] = (
+            lambda step_record: contextlib.nullcontext()
         )
         #: called after each step, with its record (``pytest_pinloop_step``)
         self.on_step: Callable[[M.Step, StepRecord], None] | None = None
@@ -87,7 +87,7 @@ class Runner:
         for index, step in enumerate(self.scenario.steps, 1):
             step_record = session.begin_step(index, step)
             try:
-                with self.step_context(index, step):
+                with self.step_context(step_record):
                     kind_of(step).run(session, step)
             except BaseException as exc:
                 step_record.verdict = record.outcome = outcome_of(exc)

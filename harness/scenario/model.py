@@ -6,9 +6,11 @@ step kind's own model is in its module of :mod:`harness.steps`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
+from enum import Enum
 from typing import ClassVar
 
+from harness.apdu.mask import render_raw_command
 from harness.capabilities import TAG_REQUIRES, Capability
 from harness.errors import SourceLocation
 
@@ -36,8 +38,14 @@ class Expect:
     signature: str | None = None
 
     def describe(self) -> str:
-        parts = [f"{k}={v}" for k, v in self.__dict__.items() if v not in (None, False)]
-        return ", ".join(parts) or "nothing"
+        """What is expected, ``sw=63C0, tries=0, blocked=True`` (every key that is set: a
+        ``tries`` of 0 and a ``blocked`` of false are expectations too); "" for nothing."""
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and value is not f.default:
+                parts.append(f"{f.name}={str(value).lower() if isinstance(value, bool) else value}")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,42 @@ class Step:
     snippet: str
     expect: Expect | None
     id: str | None
+
+    def title(self) -> str:
+        """The step as reports name it, from its typed model: its action, what its kind sets
+        beyond the defaults (parameters resolved; literal PINs and PIN material in raw APDUs
+        masked), then what it expects: ``verify: pin=jpki-sign, value=wrong, repeat=4``."""
+        common = {f.name for f in fields(Step)}
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in common or value == f.default or value == () or value is None:
+                continue
+            parts.append(f.name if value is True else f"{f.name}={_shown(value)}")
+        text = self.action + (": " + ", ".join(parts) if parts else "")
+        expected = self.expect.describe() if self.expect is not None else ""
+        if expected:
+            text += f"; expect {expected}"
+        return text
+
+
+def _shown(value: object) -> str:
+    """One setting of a step for its title: never a PIN."""
+    if isinstance(value, Literal):
+        return "literal:****"
+    if isinstance(value, bytes | bytearray):  # a raw APDU: its PIN material masked
+        return render_raw_command(bytes(value))
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, tuple | list | frozenset | set):
+        items = sorted(value, key=str) if isinstance(value, frozenset | set) else value
+        return "[" + ", ".join(_shown(v) for v in items) + "]"
+    if is_dataclass(value) and not isinstance(value, type):
+        inner = ", ".join(f"{f.name}={_shown(getattr(value, f.name))}" for f in fields(value))
+        return "{" + inner + "}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_shown(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from harness.run.session import CardSession
-    from harness.scenario.model import Step
+    from harness.scenario.model import Scenario, Step
     from harness.scenario.parse import Parse
     from harness.scenario.schema import CardRefs
 
@@ -41,6 +41,9 @@ class StepKind:
     #: the ``expect:`` keys the step checks (the loader refuses the others, which would pass
     #: unchecked); None: any (a kind from outside that checks with ``check`` as it likes)
     expects: Callable[[Step], frozenset[str]] | None = None
+    #: whether its verdict depends on measured time (a latency budget, a leak test): such a
+    #: scenario's items run alone in a spread run, and its failures are timing failures
+    timing: bool = False
 
 
 #: the modules of the built-in kinds, in the order the docs and error messages list them
@@ -105,3 +108,13 @@ NOTHING: frozenset[str] = frozenset()
 
 def kind_of(step: Step) -> StepKind:
     return kinds()[step.action]
+
+
+def timing_actions() -> frozenset[str]:
+    """The actions of the kinds whose verdict depends on measured time."""
+    return frozenset(action for action, kind in kinds().items() if kind.timing)
+
+
+def is_timing(scenario: Scenario) -> bool:
+    """A scenario whose verdict depends on measured time (a latency budget, a leak test)."""
+    return any(kind_of(s).timing for s in scenario.steps)

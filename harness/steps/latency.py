@@ -169,4 +169,5 @@ KIND = StepKind(
         "[timing](timing.md)"
     ),
     expects=lambda s: NOTHING,
+    timing=True,
 )

@@ -179,4 +179,5 @@ KIND = StepKind(
         "see [timing](timing.md))"
     ),
     expects=lambda s: NOTHING,
+    timing=True,
 )
