@@ -20,11 +20,18 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture
-def pinloop_target(request: pytest.FixtureRequest) -> Target:
+def pinloop_target(request: pytest.FixtureRequest) -> Iterator[Target]:
     """For Python tests: the run's first target (``--pinloop-target``), from the pool the
-    scenario items share (started once; a target that broke is an error here too)."""
+    scenario items share (started once; a target that broke is an error here too). A lab
+    fault in the test sets it up afresh for what follows."""
     pool = request.config.stash[POOL]
-    return pool.get(pool.specs()[0])
+    spec = pool.specs()[0]
+    yield pool.get(spec)
+    fault = request.node.stash.get(FAULTED_IN_TEST, None)
+    if fault is not None:
+        # nothing more goes through the path that failed (a real card's guard puts back
+        # what was spent when the target closes)
+        pool.mark_faulted(spec, fault)
 
 
 @pytest.fixture
@@ -54,16 +61,11 @@ def pinloop_session(
     try:
         yield session
     finally:
-        pool = request.config.stash[POOL]
-        fault = node.stash.get(FAULTED_IN_TEST, None)
         try:
-            if fault is not None:
-                # the test met a lab fault: nothing more goes through the path that failed
-                # (a real card's guard puts back what was spent when the target closes)
-                pool.mark_faulted(pool.specs()[0], fault)
-            else:
+            if FAULTED_IN_TEST not in node.stash:  # else pinloop_target sets it up afresh
                 pinloop_target.end()
         except HarnessError as exc:
+            pool = request.config.stash[POOL]
             pool.mark_faulted(pool.specs()[0], first_line(exc))
             raise
         finally:
