@@ -45,7 +45,8 @@ _BLOCK = re.compile(
 
 #: what each expectation means
 EXPECT_NOTES = {
-    "sw": "the status word: hex (quote it), `63Cx` any count, or a name",
+    "sw": "the status word: hex (quote it), `63Cx` any count, or a name (`refused`: any "
+    "answer but a success)",
     "tries": "the counter, read with the free status query after the step; a `63 Cx` answer "
     "must agree with it",
     "blocked": "whether the PIN is blocked",
@@ -160,7 +161,7 @@ def expect_table(root: Path, doc_dir: Path) -> str:
     if missing:
         raise SystemExit(f"harness/docs.py EXPECT_NOTES out of step with the schema: {missing}")
     shown = {
-        "sw": "'9000'|63Cx|ok|blocked|wrong-length|denied|not-found",
+        "sw": "'9000'|63Cx|ok|blocked|wrong-length|denied|not-found|refused",
         "tries": "0-15|max|max-N|unchanged|one-less",
     }
     rows = [
@@ -168,7 +169,8 @@ def expect_table(root: Path, doc_dir: Path) -> str:
         for k, v in schema.EXPECT["properties"].items()
     ]
     # the two patterns are written out above; fail if the schema's differ from them
-    if schema.SW_PATTERN != "^([0-9A-Fa-f]{4}|63C[xX]|ok|blocked|wrong-length|denied|not-found)$":
+    written = "^([0-9A-Fa-f]{4}|63C[xX]|ok|blocked|wrong-length|denied|not-found|refused)$"
+    if written != schema.SW_PATTERN:
         raise SystemExit("harness/docs.py: update the sw values shown for schema.SW_PATTERN")
     if schema.TRIES_PATTERN != "^(max|max-[0-9]+|unchanged|one-less|[0-9]+)$":
         raise SystemExit("harness/docs.py: update the tries values shown for TRIES_PATTERN")
@@ -240,6 +242,24 @@ def rules_table(root: Path, doc_dir: Path) -> str:
     )
 
 
+def facts_table(root: Path, doc_dir: Path) -> str:
+    """Every fact of the card profile, how far it is established, and the library's rules
+    whose checks rest on it (from the scenarios' steps)."""
+    resting: dict[str, set[str]] = {}
+    for path in sorted((root / "scenarios").glob("*.pin.yaml")):
+        for scenario in load_scenarios(path, CARD):
+            for fact_id in scenario.facts:
+                resting.setdefault(fact_id, set()).add(scenario.rule)
+    rows = []
+    for fact in CARD.all_facts:
+        rules = ", ".join(_code(r) for r in sorted(resting.get(fact.id, ()))) or "—"
+        how = f"**{fact.confidence.label}**" + (f"; floor: `{fact.floor}`" if fact.floor else "")
+        rows.append([_code(fact.id), fact.statement, how, fact.source, rules])
+    return _table(
+        ["fact", "what the card does", "confidence", "source", "rules resting on it"], rows
+    )
+
+
 def _field_notes() -> dict[str, str]:
     """The ``#:`` comments above each field of :class:`DefectProfile`, by field name."""
     notes: dict[str, str] = {}
@@ -284,6 +304,7 @@ TABLES: dict[str, Callable[[Path, Path], str]] = {
     "capabilities": capabilities_table,
     "rules": rules_table,
     "defects": defects_table,
+    "card-facts": facts_table,
 }
 
 

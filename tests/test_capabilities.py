@@ -206,7 +206,7 @@ def test_the_plugin_skips_with_the_missing_capability(tmp_path: Path) -> None:
     )
     short = run_pytest("-rs", *files, "--pinloop-readers", str(lab), timeout=300)
     assert "2 skipped" in short.stdout, short.stdout[-2000:]
-    assert "needs extended-apdu (sign with expect signature: valid, line 15" in short.stdout
+    assert "needs extended-apdu (sign with expect signature: valid, line 17" in short.stdout
 
 
 # -- what is refused while a scenario runs ------------------------------------------------------

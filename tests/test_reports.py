@@ -108,7 +108,7 @@ def test_labels_parameters_and_steps(reports: Path) -> None:
     steps = one["steps"]
     assert [s["name"] for s in steps] == [  # type: ignore[attr-defined,index]
         "1. select: pin=jpki-sign; expect tries=max",
-        "2. verify: pin=jpki-sign, values=[wrong], repeat=4; "
+        "2. verify: pin=jpki-sign, values=[wrong], repeat=max-1; "
         "expect sw=63Cx, tries=one-less, blocked=false",
         "3. verify: pin=jpki-sign, values=[wrong]; expect sw=63C0, tries=0, blocked=true",
         "4. verify: pin=jpki-sign, values=[right]; expect sw=blocked, tries=0",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness.cards.jpki import PROFILE as JPKI
 from harness.emulator import load_card_config, parse_profile
+from harness.emulator.config import VERIFICATION_CODE_TRIES
 from harness.report.records import file_name
 from harness.run.record import ScenarioRecord
 from harness.run.runner import Runner
@@ -51,7 +52,7 @@ def test_a_passing_scenario_records_every_step_its_apdus_and_counters() -> None:
     assert verifies and all("**" in a.command for a in verifies)  # masked, always
     assert all(a.sw.startswith("63C") and a.wire_us > 0 for a in verifies)
     pin = record.params["pin"]
-    most = JPKI.pins_by_id[pin].default_max_tries
+    most = JPKI.pins_by_id[pin].max_tries or VERIFICATION_CODE_TRIES  # the card config default
     # one-less: read before and after each repetition; the last pair is kept
     assert wrong.tries[pin] == {"before": 2, "after": 1} if most == 3 else wrong.tries[pin]
     assert wrong.tries[pin]["after"] == wrong.tries[pin]["before"] - 1
@@ -136,7 +137,7 @@ def test_each_step_is_titled_from_its_model_with_pins_masked(tmp_path: Path) -> 
     titles = [s.title for s in record.steps]
     assert titles[:3] == [
         "select: pin=jpki-sign",
-        "verify: pin=jpki-sign, values=[wrong], repeat=4; "
+        "verify: pin=jpki-sign, values=[wrong], repeat=max-1; "
         "expect sw=63Cx, tries=one-less, blocked=false",
         "verify: pin=jpki-sign, values=[wrong]; expect tries=0, blocked=true",
     ]

@@ -3,7 +3,8 @@
 Each kind of card is a :class:`~harness.cards.profile.CardProfile`; the first one is the
 Japanese My Number card (:mod:`harness.cards.jpki`). A profile is named on the command line
 (``--pinloop-card-profile``) by its short name, or by ``module:ATTRIBUTE`` for one kept
-elsewhere (a lab's own card, or the tests').
+elsewhere (another kind of card, or the tests'); a lab's own test card, as it is, is a
+``*.card.yaml`` file on top of a kind (:mod:`harness.cards.lab`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ class UnknownCardProfile(HarnessError):
 
 
 def card_profile(name: str) -> CardProfile:
-    """The profile called ``name`` (a short name, or ``module:ATTRIBUTE``)."""
+    """The profile called ``name`` (a short name, or ``module:ATTRIBUTE``), or the lab's card
+    profile in the file ``name`` (``*.card.yaml``: :mod:`harness.cards.lab`)."""
+    from harness.cards.lab import is_lab_file, load_lab_card
+
+    if is_lab_file(name):
+        return load_lab_card(name)
     where = KNOWN.get(name, name)
     module, _, attr = where.partition(":")
     if not attr:

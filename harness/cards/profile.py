@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from harness.apdu.model import CommandAPDU
+from harness.cards.facts import ASSERTED, Confidence, Fact, max_tries_fact_id
 from harness.secret import Secret
 
 
@@ -94,19 +95,44 @@ class PinSpec:
     app: str
     fid: int
     format: PinFormat
-    default_max_tries: int
+    #: its maximum of tries; None where no figure is established (an emulated card takes it
+    #: from its card config, a real card's is observed: :attr:`tries_fact`)
+    max_tries: int | None
     #: how its value is changed after a VERIFY; None: it cannot be (a number on the card face)
     change: PinChange | None
     #: whether the lab's re-initialisation may set a new value (not only unblock it)
     settable: bool
     label: str
-    #: where the maximum of tries is established (several public sources agree); None: it is
-    #: disputed or unknown, observed on each real card and never assumed
-    max_tries_source: str | None = None
+    #: where the maximum comes from (or why it is not known)
+    tries_source: str = ""
+    tries_confidence: Confidence = Confidence.CONFIRMED
+
+    def __post_init__(self) -> None:
+        if self.max_tries is None and self.tries_confidence >= ASSERTED:
+            raise ValueError(f"PIN {self.id}: an established maximum of tries needs its figure")
+        if self.max_tries is not None and not 1 <= self.max_tries <= 15:
+            raise ValueError(f"PIN {self.id}: a maximum of tries is 1 to 15 (63 Cx)")
 
     @property
     def sfi(self) -> int:
         return self.fid  # profiles keep PIN EFs in 0001-001E, so FID == SFI (checked below)
+
+    @property
+    def tries_fact(self) -> Fact:
+        """The fact "the maximum of tries of this PIN", with its provenance."""
+        figure = f"{self.max_tries}" if self.max_tries is not None else "not known"
+        return Fact(
+            max_tries_fact_id(self.id),
+            f"the maximum of tries of {self.id} ({self.label}) is {figure}",
+            self.tries_confidence,
+            self.tries_source,
+            self.max_tries,
+        )
+
+    @property
+    def established_max(self) -> int | None:
+        """The maximum of tries a check on a real card may assume (None: observe it)."""
+        return self.max_tries if self.tries_confidence >= ASSERTED else None
 
 
 class FileKind(Enum):
@@ -228,6 +254,21 @@ class CardProfile:
     #: defect, or None; returns an :class:`~harness.cards.emulated.Emulation`); None: the
     #: built-in emulator (:mod:`harness.emulator`, the JPKI card)
     emulator: str | None = None
+    #: the behaviours of the card that checks rest on, each with its provenance (the maxima
+    #: of tries are the PINs' own: :attr:`PinSpec.tries_fact`)
+    facts: tuple[Fact, ...] = ()
+    #: what a step does (``verify:short``, ``verify:sfi``, ``status:sfi`` …: the features the
+    #: step kinds name) → the fact a check of it rests on
+    step_facts: Mapping[str, str] = field(default_factory=dict)
+    #: PIN objects the card in the reader does not have (a lab's card profile says so):
+    #: scenarios on them are skipped, sweeps leave them out
+    absent: frozenset[str] = frozenset()
+    #: PIN objects whose value the lab does not know: scenarios on them are skipped
+    unknown_pins: frozenset[str] = frozenset()
+    #: where this profile was declared (a lab's card profile: ``file:line``), for messages
+    declared_in: str = ""
+    #: the lab's name for its card (a lab's card profile), "" for the kind of card itself
+    variant: str = ""
 
     def __post_init__(self) -> None:
         apps = [a.id for a in self.applications]
@@ -249,6 +290,14 @@ class CardProfile:
         for key in self.sign_keys.values():
             if key.app not in apps:
                 raise ValueError(f"card profile {self.name}: a sign key is in no application")
+        ids = [f.id for f in self.all_facts]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"card profile {self.name}: a fact id given twice")
+        for feature, fact in self.step_facts.items():
+            if fact not in ids:
+                raise ValueError(f"card profile {self.name}: {feature} rests on no fact {fact}")
+        if (self.absent | self.unknown_pins) - set(pins):
+            raise ValueError(f"card profile {self.name}: absent or unknown PINs it does not have")
 
     # -- lookups (made once) --------------------------------------------------------------
     @functools.cached_property
@@ -258,6 +307,20 @@ class CardProfile:
     @functools.cached_property
     def pins_by_id(self) -> Mapping[str, PinSpec]:
         return {p.id: p for p in self.pins}
+
+    @property
+    def all_facts(self) -> tuple[Fact, ...]:
+        """Every fact of the card: its own, then each PIN's maximum of tries."""
+        return self.facts + tuple(p.tries_fact for p in self.pins)
+
+    @functools.cached_property
+    def facts_by_id(self) -> Mapping[str, Fact]:
+        return {f.id: f for f in self.all_facts}
+
+    @functools.cached_property
+    def present_pins(self) -> tuple[PinSpec, ...]:
+        """The PIN objects the card has (all but :attr:`absent`)."""
+        return tuple(p for p in self.pins if p.id not in self.absent)
 
     @functools.cached_property
     def pin_ids(self) -> tuple[str, ...]:
@@ -299,9 +362,7 @@ class CardProfile:
             verify=self.verify_command,
             change=frozenset((p.change.cla, p.change.ins) for p in self.pins if p.change),
             reset=self.reset_commands,
-            max_tries={
-                p.id: p.default_max_tries for p in self.pins if p.max_tries_source is not None
-            },
+            max_tries={p.id: m for p in self.pins if (m := p.established_max) is not None},
             change_command={
                 p.id: (p.change.cla, p.change.ins, p.change.p1) for p in self.pins if p.change
             },

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.cards.jpki.layout import PINS_BY_ID, USER_PINS, VERIFICATION_CODE_TRIES
+from harness.cards.jpki.layout import PINS_BY_ID, USER_PINS
 from harness.config import LoadedYAML, load_validated
 from harness.emulator.keys import (
     CARD_NAME_MAX,
@@ -147,6 +147,12 @@ def wareki_yymmdd(yyyymmdd: str) -> str:
         if day >= start:
             return f"{day.year - start.year + 1:02d}{day:%m%d}"
     raise ValueError(f"{yyyymmdd} is before 昭和")
+
+
+#: the emulated card's maximum of tries for the card-face numbers (照合番号A/B, the birth-date
+#: key) unless its card config says otherwise: no public figure is established (3 in one
+#: fixture, 10 in one client); the card profile has none, the emulator must choose
+VERIFICATION_CODE_TRIES = 10
 
 
 @dataclass(frozen=True)

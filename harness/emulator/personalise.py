@@ -144,7 +144,9 @@ def personalise(config: CardConfig) -> CardState:
     secrets = config.secrets()
     pins = {}
     for spec in PINS:
-        tries = spec.default_max_tries if spec.settable else config.verification_code_tries
+        # a figure the profile establishes, else the card config's (never the layout's)
+        most = spec.established_max
+        tries = most if most is not None else config.verification_code_tries
         pins[spec.id] = PinState(secrets[spec.id].encode("ascii"), tries, tries)
     assert set(pins) == set(PINS_BY_ID)
     return CardState(

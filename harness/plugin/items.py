@@ -132,9 +132,14 @@ class ScenarioItem(pytest.Item):
             marks = runner.session.record.marginal
             if marks:
                 self.user_properties.append(("marginal", "; ".join(marks)))
+            seen = runner.session.record.observations
+            for o in seen:
+                self.user_properties.append(("card fact observed", f"{o.fact}: {o.observed}"))
             if out is not None:
                 if marks:
                     out.mark_marginal(self.scenario, marks)
+                if seen:
+                    out.mark_observed(seen)
                 out.attach_timing(
                     runner.session.latencies,
                     f"{self.scenario.name} on {self.target.report_name}",

@@ -42,7 +42,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--pinloop-card-profile",
         default="jpki",
         metavar="NAME",
-        help="the kind of card the run is for: jpki (default) or module:ATTRIBUTE",
+        help="the kind of card the run is for: jpki (default) or module:ATTRIBUTE; or the "
+        "lab's card profile of its test card, a *.card.yaml file",
     )
     g.addoption(
         "--pinloop-destructive-reader",

@@ -153,6 +153,7 @@ def _record(item: ScenarioItem, call: pytest.CallInfo[None], report: pytest.Test
         },
         unanswered=sum(not a.answered for a in times),
         card_apdus=getattr(item, "card_apdus", None),
+        observations=[asdict(o) for o in record.observations],
     )
     # Carried on the report, which pytest-xdist ships from a worker to the controller (extra
     # attributes travel with it); pytest_runtest_logreport collects it where files are written.
@@ -250,6 +251,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    summary = config.stash.get(SUMMARY, None)
+    for reader in summary.readers() if summary is not None else ():
+        assert summary is not None
+        observed = [o for o in summary.observed(reader) if o["kind"] != "as-modelled"]
+        if observed:
+            terminalreporter.write_sep("-", f"pinloop: card facts observed on {reader}")
+            for o in observed:
+                terminalreporter.write_line(f"{o['fact']} ({o['confidence']}): {o['observed']}")
     safe = config.stash.get(ALLURE, None)
     if safe is not None and safe.describe():
         terminalreporter.write_line(f"pinloop: {safe.describe()}", yellow=True)

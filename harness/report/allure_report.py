@@ -14,6 +14,7 @@ import platform
 import re
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ import pytest
 
 from harness import __version__
 from harness.cards.profile import CardProfile
-from harness.run.record import StepRecord
+from harness.run.expect import FactObserved
+from harness.run.record import ObservationRecord, StepRecord
 from harness.scenario import Scenario
 from harness.steps import timing_actions
 from harness.timing import ApduTime
@@ -114,9 +116,18 @@ def step_context(trace: Callable[[], list[str]]) -> Callable[[StepRecord], Any]:
 
     @contextlib.contextmanager
     def ctx(step: StepRecord) -> Iterator[None]:
+        observed: FactObserved | None = None
         with allure.step(f"{step.index}. {step.title}"):
             try:
                 yield
+            except FactObserved as seen:
+                # not a defect: the step stays passed, with the observation as a step of its own
+                observed = seen
+                with allure.step(
+                    f"observed: {', '.join(f.id for f in seen.facts)}: {seen.what}: "
+                    f"{seen.actual} (the model says {seen.expected})"
+                ):
+                    pass
             finally:
                 lines = trace()
                 if lines:
@@ -125,8 +136,26 @@ def step_context(trace: Callable[[], list[str]]) -> Callable[[StepRecord], Any]:
                         name="APDU trace (PINs masked)",
                         attachment_type=allure.attachment_type.TEXT,
                     )
+        if observed is not None:
+            raise observed
 
     return ctx
+
+
+def mark_observed(observations: list[ObservationRecord]) -> None:
+    """Card facts that are not established, as the card showed them: tagged, and attached
+    (a step of its own for each, named ``observed: …``)."""
+    allure.dynamic.tag("card-fact-observed")
+    for o in observations:
+        if o.kind == "differs":
+            continue  # its step has it already
+        with allure.step(f"observed: {o.fact} ({o.confidence}): {o.observed}"):
+            pass
+    allure.attach(
+        json.dumps([asdict(o) for o in observations], indent=1, ensure_ascii=False),
+        name="card facts observed",
+        attachment_type=allure.attachment_type.JSON,
+    )
 
 
 def attach_log(name: str, text: str) -> None:

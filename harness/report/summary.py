@@ -29,6 +29,8 @@ class Row:
     apdus: dict[str, int] = field(default_factory=dict)  # rows recorded, by kind
     unanswered: int = 0  # of those, APDUs whose transport raised (a cut, a lost connection)
     card_apdus: int | None = None  # APDUs the card received (the emulator counts them)
+    #: card facts not established, as the card showed them (ObservationRecord as dicts)
+    observations: list[dict[str, object]] = field(default_factory=list)
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -56,8 +58,24 @@ class Summary:
     def readers(self) -> list[str]:
         return sorted({r.reader for r in self.rows})
 
+    def observed(self, reader: str) -> list[dict[str, object]]:
+        """The card facts observed on ``reader``: each fact, kind and observation once, with
+        the scenarios that showed it."""
+        seen: dict[tuple[object, ...], dict[str, object]] = {}
+        for r in self.rows:
+            if r.reader != reader:
+                continue
+            for o in r.observations:
+                key = (o["fact"], o["kind"], o["observed"])
+                entry = seen.setdefault(key, {**o, "scenarios": []})
+                scenarios = entry["scenarios"]
+                assert isinstance(scenarios, list)
+                if r.scenario not in scenarios:
+                    scenarios.append(r.scenario)
+        return sorted(seen.values(), key=lambda o: (str(o["fact"]), str(o["observed"])))
+
     def as_json(self) -> dict[str, object]:
-        readers = {}
+        readers: dict[str, dict[str, object]] = {}
         for reader in self.readers():
             rows = [r for r in self.rows if r.reader == reader]
             samples = [us for r in rows for us in r.verify_us]
@@ -74,6 +92,9 @@ class Summary:
                     for o in ("passed", "failed", "error", "skipped")
                 }
                 | {"marginal": sum(bool(r.marginal) for r in rows)},
+                # facts nobody has established, as this reader's card showed them: what the
+                # lab may promote in its card profile (never a device defect)
+                "card_facts_observed": self.observed(reader),
                 "verify_latency": {"samples": len(samples), **percentiles(samples)},
                 "status_query_latency": {"samples": len(queries), **percentiles(queries)},
                 "apdus": {
@@ -168,7 +189,29 @@ class Summary:
                 title = esc("; ".join(row.marginal)) if row is not None else ""
                 parts.append(f"<td style='background:{colour}' title='{title}'>{esc(shown)}</td>")
             parts.append("</tr>")
-        parts.append("</table><h2>VERIFY latency</h2>")
+        parts.append("</table>")
+        observed = [(reader, o) for reader in readers for o in self.observed(reader)]
+        if observed:
+            parts.append(
+                "<h2>Card facts observed</h2><p>Facts that no public source establishes, as "
+                "the card showed them: observations, never device defects. A lab that has "
+                "established one for its card may say so in its card profile.</p><table><tr>"
+                "<th>reader</th><th>fact</th><th>confidence</th><th>what the card did</th>"
+                "<th>the model says</th><th>scenarios</th></tr>"
+            )
+            for reader, seen in observed:
+                kind = str(seen["kind"])
+                did = str(seen["observed"]) if kind != "as-modelled" else "as modelled"
+                scenarios = seen["scenarios"]
+                assert isinstance(scenarios, list)
+                parts.append(
+                    f"<tr><td>{esc(reader)}</td><td>{esc(str(seen['fact']))}</td>"
+                    f"<td>{esc(str(seen['confidence']))}</td><td>{esc(did)}</td>"
+                    f"<td>{esc(str(seen['statement']))}</td>"
+                    f"<td>{esc(', '.join(map(str, scenarios)))}</td></tr>"
+                )
+            parts.append("</table>")
+        parts.append("<h2>VERIFY latency</h2>")
         series = {
             r: [us for row in self.rows if row.reader == r for us in row.verify_us] for r in readers
         }

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from harness.apdu import sw as SW
 from harness.apdu.model import ResponseAPDU
 from harness.capabilities import Capability
+from harness.cards.facts import Fact
 from harness.errors import DeviceDefect
 from harness.scenario.model import Expect, Scenario, Step
 
@@ -73,7 +74,42 @@ class ExpectationFailed(DeviceDefect):
         return "\n".join(lines)
 
 
+class FactObserved(Exception):
+    """A check that rests on card facts not established, broken on a card that is not
+    pinloop's emulator: what the card did is observed and reported, never a device defect.
+    The runner ends the scenario there (what follows assumed the fact) and records it."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        step: Step,
+        facts: tuple[Fact, ...],
+        what: str,
+        expected: str,
+        actual: str,
+        target: str,
+    ) -> None:
+        self.scenario = scenario
+        self.step = step
+        self.facts = facts
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+        self.target = target
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        ids = ", ".join(f"{f.id} ({f.confidence.label})" for f in self.facts)
+        return (
+            f"observed on {self.target}: {self.what}: the profile's model says "
+            f"{self.expected}, the card gave {self.actual} (rests on {ids}; not a defect: "
+            f"the fact is not established) at {self.step.where}"
+        )
+
+
 def sw_matches(expected: str, sw: int) -> bool:
+    if expected == "refused":  # no success (90 00, 61 xx), no warning that it worked (62 xx)
+        return sw != SW.OK and sw >> 8 not in (0x61, 0x62)
     if expected in SW_NAMES:
         return sw == SW_NAMES[expected]
     if expected.upper() == "63CX":
@@ -82,6 +118,8 @@ def sw_matches(expected: str, sw: int) -> bool:
 
 
 def describe_sw(expected: str) -> str:
+    if expected == "refused":
+        return "refused (any answer but 90 00, 61 xx or 62 xx)"
     if expected in SW_NAMES:
         return f"{expected} = {SW.describe(SW_NAMES[expected])}"
     if expected.upper() == "63CX":
@@ -139,6 +177,15 @@ def check(
     if not final:
         e = _partial(e)
     if e.sw is not None and resp is not None and not sw_matches(e.sw, resp.sw):
+        for fact in session.unproven():  # the part of the fact that is established holds
+            if fact.floor is not None and not sw_matches(fact.floor, resp.sw):
+                raise session.fail(
+                    "status word",
+                    f"{describe_sw(fact.floor)}: established, whatever the exact answer "
+                    f"({fact.id} is {fact.confidence.label} only for {describe_sw(e.sw)})",
+                    SW.describe(resp.sw),
+                    established=True,
+                )
         raise session.fail("status word", describe_sw(e.sw), SW.describe(resp.sw))
     if e.length is not None and resp is not None and len(resp.data) != e.length:
         raise session.fail("response length", str(e.length), str(len(resp.data)))
@@ -146,7 +193,7 @@ def check(
         return
     after: int | None = None
     if e.tries is not None or e.blocked is not None:
-        after = session.tries(pin, sfi=sfi)
+        after = session.tries(pin, sfi=sfi, blocked=e.tries == 0 or e.blocked is True)
         session.saw_tries(pin, "after", after)
     if e.tries is not None and after is not None:
         want = tries_expected(e.tries, before, session.target.max_tries(pin))

@@ -10,7 +10,10 @@ firmware versions) are all made from it.
 Outcomes: ``passed``; ``failed`` (the card or reader broke the scenario's rule: a device
 defect); ``error`` (a lab fault: the path to the card, pcscd, a power switch, a missing PIN);
 ``skipped`` (the target may not or cannot run it: the reason says which). A step that did not
-run because an earlier one ended the scenario has the verdict ``not run``.
+run because an earlier one ended the scenario has the verdict ``not run``; a step whose check
+rested on a card fact that is not established and that the card did otherwise has the verdict
+``observed`` (the scenario ends there and is ``passed``: no device defect), and the record's
+``observations`` say what the card did.
 """
 
 from __future__ import annotations
@@ -60,6 +63,23 @@ class StepRecord:
 
 
 @dataclass
+class ObservationRecord:
+    """A card fact that is not established, as a card showed it (cards that are not the
+    emulator): ``as-modelled`` (the card did what the profile's model says), ``differs`` (it
+    did not: what it did is ``observed``) or ``value`` (a figure read: a maximum of tries)."""
+
+    fact: str
+    confidence: str
+    statement: str
+    source: str
+    kind: str  # as-modelled, differs, value
+    observed: str
+    expected: str = ""
+    step: int | None = None  # the step's index, from 1
+    where: str = ""  # file:line of the step
+
+
+@dataclass
 class ScenarioRecord:
     target: str  # the target spec (inprocess, pcscd, reader:PATTERN)
     reader: str  # the reader's name as reports show it
@@ -73,6 +93,8 @@ class ScenarioRecord:
     outcome: str = "error"  # until the run ends
     message: str = ""
     steps: list[StepRecord] = field(default_factory=list)
+    #: card facts not established, as this card showed them (never on the emulator)
+    observations: list[ObservationRecord] = field(default_factory=list)
 
     @classmethod
     def of(cls, scenario: Scenario, *, target: str, reader: str, card: str) -> ScenarioRecord:
@@ -112,7 +134,8 @@ class ScenarioRecord:
             StepRecord(**{**s, "apdus": [ApduRecord(**a) for a in s.get("apdus", [])]})
             for s in data.get("steps", [])
         ]
-        return cls(**{**data, "steps": steps})
+        seen = [ObservationRecord(**o) for o in data.get("observations", [])]
+        return cls(**{**data, "steps": steps, "observations": seen})
 
 
 def shown_path(path: str) -> str:

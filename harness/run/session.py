@@ -22,10 +22,11 @@ from harness.apdu import render_command
 from harness.apdu import sw as SW
 from harness.apdu.model import CommandAPDU, ResponseAPDU
 from harness.capabilities import Capability
+from harness.cards.facts import Fact
 from harness.cards.profile import CardProfile, PinSpec
 from harness.errors import ConfigError, HarnessError, SourceLocation
-from harness.run.expect import ExpectationFailed
-from harness.run.record import ApduRecord, ScenarioRecord, StepRecord
+from harness.run.expect import ExpectationFailed, FactObserved
+from harness.run.record import ApduRecord, ObservationRecord, ScenarioRecord, StepRecord
 from harness.safety import refuse_without
 from harness.safety.guard import Refused
 from harness.scenario import model as M
@@ -116,9 +117,22 @@ class CardSession:
         #: pytest plugin calls the ``pytest_pinloop_apdu`` hook); not for timing samples
         self.on_apdu: Callable[[CommandAPDU], None] | None = None
 
-    # -- failures and notes -------------------------------------------------------------------
-    def fail(self, what: str, expected: str, actual: str) -> ExpectationFailed:
-        """The device defect of the current step (raise it)."""
+    # -- failures, observations and notes ----------------------------------------------------
+    def fail(
+        self,
+        what: str,
+        expected: str,
+        actual: str,
+        *,
+        established: bool = False,
+        feature: str = "",
+    ) -> ExpectationFailed | FactObserved:
+        """What the current step's broken expectation is (raise it): the device defect, or,
+        when the step's check rests on card facts that are not established on this card
+        (:meth:`unproven`), an observation. ``established``: the expectation holds whatever
+        the facts (a fact's floor): a defect on every card. ``feature``: what this one check
+        does beyond its step (``query:blocked``), whose fact (the card profile's
+        :attr:`~harness.cards.profile.CardProfile.step_facts`) it rests on too."""
         step = self.step
         if step is None:  # before the first step, or a session with none (a Python test)
             step = (
@@ -126,9 +140,71 @@ class CardSession:
                 if self.scenario.steps
                 else M.Step(SourceLocation(self.scenario.path, self.scenario.line), "", None, None)
             )
+        facts = () if established else self.unproven(step, feature)
+        if facts:
+            return FactObserved(
+                self.scenario, step, facts, what, expected, actual, self.target.name
+            )
         return ExpectationFailed(
             self.scenario, step, what, expected, actual, self.trace, self.target.name
         )
+
+    def unproven(self, step: M.Step | None = None, feature: str = "") -> tuple[Fact, ...]:
+        """The card facts ``step`` (the current one; and a check's ``feature``) rests on that
+        a check on this card may not assert: none on pinloop's emulator (it implements the
+        profile), else those below :data:`~harness.cards.facts.ASSERTED` in the target's card
+        profile."""
+        step = step if step is not None else self.step
+        if step is None or Capability.EMULATOR in self.target.capabilities:
+            return ()
+        facts = self.card.facts_by_id
+        ids = list(step.facts)
+        if feature in self.card.step_facts:
+            ids.append(self.card.step_facts[feature])
+        ids = list(dict.fromkeys(ids))
+        return tuple(facts[f] for f in ids if f in facts and not facts[f].established)
+
+    def observe(
+        self,
+        fact: Fact,
+        kind: str,
+        observed: str,
+        expected: str = "",
+        step: tuple[int, M.Step] | None = None,
+    ) -> None:
+        """A card fact that is not established, as this card showed it (in the record)."""
+        index, where = (step[0], str(step[1].where)) if step is not None else (None, "")
+        for seen in self.record.observations:
+            if (seen.fact, seen.kind, seen.observed) == (fact.id, kind, observed):
+                return
+        self.record.observations.append(
+            ObservationRecord(
+                fact.id,
+                fact.confidence.label,
+                fact.statement,
+                fact.source,
+                kind,
+                observed,
+                expected,
+                index,
+                where,
+            )
+        )
+        self.note(f"observed ({fact.id}, {fact.confidence.label}): {observed}")
+
+    def times(self, count: M.Count, pin: str) -> int:
+        """How many times a step with ``repeat: count`` runs on this card: ``max-N`` from
+        the card's maximum (the profile's figure, the card config's, or observed)."""
+        n = count.times(self.target.max_tries(pin)) if count.of_max else count.n
+        if n < 1:
+            step = self.step
+            raise ConfigError(
+                f"repeat {count} resolves to {n} for {pin} on {self.target.name} "
+                f"(its maximum of tries there: {self.target.max_tries(pin)})",
+                step.where if step is not None else None,
+                snippet=step.snippet if step is not None else "",
+            )
+        return n
 
     def note(self, text: str) -> None:
         self.trace.append(f"-- {text}")
@@ -283,12 +359,19 @@ class CardSession:
             self.select_app(spec.app)
         return spec.fid
 
-    def tries(self, pin: str, *, sfi: bool = False) -> int:
-        """``pin``'s counter by a status query (selected by its EF, or by SFI)."""
+    def tries(self, pin: str, *, sfi: bool = False, blocked: bool = False) -> int:
+        """``pin``'s counter by a status query (selected by its EF, or by SFI); ``blocked``:
+        the step expects the PIN blocked (the query of a blocked PIN answering ``63 C0`` is
+        a fact of its own, ``query:blocked``)."""
         resp = self.tx(C.pin_status(sfi=self.address_pin(pin, sfi=sfi)))
         left = SW.retries_left(resp.sw)
         if left is None:
-            raise self.fail(f"status query of {pin}", "63Cx", SW.describe(resp.sw))
+            raise self.fail(
+                f"status query of {pin}",
+                "63Cx",
+                SW.describe(resp.sw),
+                feature="query:blocked" if blocked else "",
+            )
         return left
 
     # -- PIN values ---------------------------------------------------------------------------

@@ -51,6 +51,11 @@ from harness.secret import Secret
 from harness.timing import ApduTime, timed_transmit
 from harness.transport.base import Transport
 
+#: the tries a scenario declares per PIN, or how to work them out from each PIN's maximum as
+#: the card shows it (:func:`harness.scenario.spend.declared_spend`): a maximum no profile
+#: establishes is known only once the guard has restored the PIN
+Spend = Mapping[str, int] | Callable[[Mapping[str, int]], Mapping[str, int]]
+
 
 class Refused(Exception):
     """pinloop will not send this to a real card (reported as a skip, with the reason)."""
@@ -216,7 +221,7 @@ class RealCardGuard:
         return resp
 
     # -- scenarios ----------------------------------------------------------------------------
-    def begin(self, pins: Iterable[str], spend: Mapping[str, int], *, destructive_ok: bool) -> None:
+    def begin(self, pins: Iterable[str], spend: Spend, *, destructive_ok: bool) -> None:
         """Bring every PIN a scenario uses to its maximum with the lab's value, check the
         status query is free and the restore works, and set each PIN's floor.
 
@@ -245,6 +250,9 @@ class RealCardGuard:
                 except GuardSetupError as exc:
                     self.dirty.discard(pin)
                     self.log(f"guard: {pin} not put back: {exc}")
+            if callable(spend):
+                tops = {p: self.watch[p].top for p in self.touched}
+                spend = spend({p: top for p, top in tops.items() if top is not None})
             for pin in sorted(self.touched):
                 w = self.watch[pin]
                 assert w.top is not None

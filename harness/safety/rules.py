@@ -69,9 +69,31 @@ def destructive_ok(target: Target, destructive_readers: Collection[str] = ()) ->
 def missing(
     scenario: Scenario, target: Target, destructive_readers: Collection[str] = ()
 ) -> dict[Capability, str]:
-    """The capabilities ``scenario`` needs that ``target`` has not, each with what needs it."""
+    """The capabilities ``scenario`` needs that ``target`` has not, each with what needs it
+    (:func:`observing_costs` too: a try spent to observe a fact needs the opt-in)."""
     have = granted(target, destructive_readers)
-    return {c: why for c, why in scenario.requires.items() if c not in have}
+    needs = dict(scenario.requires)
+    cost = observing_costs(scenario, target)
+    if cost:
+        needs.setdefault(Capability.BLOCK_PINS, cost)
+    return {c: why for c, why in needs.items() if c not in have}
+
+
+def observing_costs(scenario: Scenario, target: Target) -> str | None:
+    """Why ``scenario`` would spend a real try only to observe a card fact that is not
+    established (on a card that is not the emulator), or None: such a scenario runs on a
+    real card only with the destructive opt-in (the guard restores the counter after)."""
+    from harness.scenario.spend import may_spend
+
+    if Capability.EMULATOR in target.capabilities:
+        return None
+    facts = target.card_profile.facts_by_id
+    for step in scenario.steps:
+        unproven = [facts[f] for f in step.facts if f in facts and not facts[f].established]
+        if unproven and may_spend(step):
+            shown = ", ".join(f"{f.id} ({f.confidence.label})" for f in unproven)
+            return f"spends a try to observe {shown}: {step.action} step, line {step.where.line}"
+    return None
 
 
 def skip_reason(
@@ -81,6 +103,14 @@ def skip_reason(
 
     ``needs test-reinit (tag needs-reinit), which ACS ACR39U 00 00 does not have``; a
     destructive scenario on a reader the lab did not opt in names the option."""
+    card = target.card_profile
+    for what, pins in (("not on", card.absent), ("not known for", card.unknown_pins)):
+        off = sorted(scenario.pins & pins)
+        if off:
+            return (
+                f"{', '.join(off)}: {what} the card in {target.name} "
+                f"(its card profile, {card.declared_in or card.name})"
+            )
     lacking = missing(scenario, target, destructive_readers)
     if not lacking:
         return None
@@ -118,9 +148,12 @@ def begin(
     from harness.scenario.spend import declared_spend
 
     check_target(target)
-    spend: Mapping[str, int] = declared_spend(
-        scenario, {p: target.max_tries(p) for p in target.card_profile.pin_ids}
-    )
+
+    def spend(maxima: Mapping[str, int]) -> Mapping[str, int]:
+        # each PIN's maximum as the card shows it (the guard calls this once it has restored
+        # them: a real card's maximum may be known only then)
+        return declared_spend(scenario, dict(maxima))
+
     target.begin(scenario.pins, spend=spend, destructive_ok=destructive_ok, log=log)
 
 

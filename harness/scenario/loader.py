@@ -3,6 +3,7 @@ as ``file:line`` with the offending lines and what was expected."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from harness.scenario import model as M
 from harness.scenario.parse import Parse, sub
 from harness.scenario.schema import actions, schema, step_schema
 from harness.steps import kinds
+
+#: the keys every step may have beside its action
+_COMMON_KEYS = ("id", "note", "expect", "rests_on")
 
 
 def load_scenarios(path: str | Path, card: CardProfile) -> list[M.Scenario]:
@@ -27,7 +31,7 @@ def load_scenarios(path: str | Path, card: CardProfile) -> list[M.Scenario]:
     known = kinds()
     for i, step in enumerate(doc.data["steps"]):
         found = [k for k in step if k in known]
-        unknown = [k for k in step if k not in known and k not in ("id", "note", "expect")]
+        unknown = [k for k in step if k not in known and k not in _COMMON_KEYS]
         if len(found) != 1 or unknown:
             what = (
                 f"unknown key {unknown[0]!r}"
@@ -57,7 +61,9 @@ def _build(doc: LoadedYAML, params: dict[str, str], card: CardProfile) -> M.Scen
     c = Parse(doc, params, card, frozenset(data.get("tags", [])))
     known = kinds()
     steps: list[M.Step] = []
+    whole = tuple(data.get("rests_on", ()))  # the scenario's: every step's checks
     for i, raw in enumerate(data["steps"]):
+        c.facts = dict.fromkeys(whole + tuple(raw.get("rests_on", ())))
         c.action = next(k for k in raw if k in known)
         c.path = ["steps", i, c.action]
         loc = location_of(doc.data, ["steps", i], doc.path)
@@ -70,6 +76,8 @@ def _build(doc: LoadedYAML, params: dict[str, str], card: CardProfile) -> M.Scen
         }
         kind = known[c.action]
         step = kind.parse(c, raw[c.action], common)
+        if c.facts:
+            step = dataclasses.replace(step, facts=tuple(c.facts))
         e = step.expect
         if (
             e is not None

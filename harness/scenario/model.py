@@ -49,8 +49,32 @@ class Expect:
 
 
 @dataclass(frozen=True)
+class Count:
+    """How many times a step repeats: ``n``, or (``of_max``) the PIN's maximum of tries less
+    ``n`` (``max``, ``max-1``). The maximum is the card's: resolved when the step runs (a real
+    card's may be observed only then), never when the file is loaded."""
+
+    n: int = 1
+    of_max: bool = False
+
+    def times(self, max_tries: int) -> int:
+        return max_tries - self.n if self.of_max else self.n
+
+    def __str__(self) -> str:
+        if not self.of_max:
+            return str(self.n)
+        return "max" if self.n == 0 else f"max-{self.n}"
+
+
+#: one time (a step without ``repeat:``)
+ONCE = Count()
+
+
+@dataclass(frozen=True)
 class Step:
-    """Common to every step: where it is written, and what it expects."""
+    """Common to every step: where it is written, what it expects, and the card facts its
+    checks rest on (:mod:`harness.cards.facts`: on a card that is not pinloop's emulator, a
+    check that rests on a fact that is not established is observed, not asserted)."""
 
     #: the action word of the step's kind (each kind's model sets it; :mod:`harness.steps`)
     action: ClassVar[str] = ""
@@ -59,6 +83,9 @@ class Step:
     snippet: str
     expect: Expect | None
     id: str | None
+    #: ids of the card profile's facts the step's checks rest on (its own ``rests_on:``, the
+    #: scenario's, and what the card profile says the step's features rest on)
+    facts: tuple[str, ...] = ()
 
     def title(self) -> str:
         """The step as reports name it, from its typed model: its action, what its kind sets
@@ -82,6 +109,8 @@ def _shown(value: object) -> str:
     """One setting of a step for its title: never a PIN."""
     if isinstance(value, Literal):
         return "literal:****"
+    if isinstance(value, Count):
+        return str(value)
     if isinstance(value, bytes | bytearray):  # a raw APDU: its PIN material masked
         return render_raw_command(bytes(value))
     if isinstance(value, Enum):
@@ -136,3 +165,8 @@ class Scenario:
     def pins(self) -> frozenset[str]:
         """Every PIN object a step of this scenario addresses."""
         return frozenset(getattr(s, "pin", "") for s in self.steps) - {"", None}
+
+    @property
+    def facts(self) -> tuple[str, ...]:
+        """Every card fact a step's checks rest on, in the order the steps name them."""
+        return tuple(dict.fromkeys(f for s in self.steps for f in s.facts))

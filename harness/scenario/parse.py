@@ -56,12 +56,13 @@ def parse_value(raw: Any) -> M.Value:
     return M.Literal(str(raw["literal"])) if isinstance(raw, Mapping) else str(raw)
 
 
-def repeat_count(raw: Any, max_tries: int) -> int:
+def repeat_count(raw: Any) -> M.Count:
+    """``repeat:`` as written: a count, ``max`` or ``max-N`` (the schema checked its form)."""
     if raw is None:
-        return 1
+        return M.Count()
     if isinstance(raw, int):
-        return raw
-    return max_tries - (int(raw[4:]) if raw.startswith("max-") else 0)
+        return M.Count(raw)
+    return M.Count(int(raw[4:]) if raw.startswith("max-") else 0, of_max=True)
 
 
 def _pin_of(
@@ -111,6 +112,8 @@ class Parse:
     line: int | None = None
     #: the capabilities the steps need of a target, each with the first step that needs it
     needs: dict[Capability, str] = field(default_factory=dict)
+    #: the card facts the step being parsed rests on (its features': :meth:`rests_on`)
+    facts: dict[str, None] = field(default_factory=dict)
 
     def pin(self, body: Any = None) -> str:
         """The PIN the step names (``pin:``) or else the current one."""
@@ -154,13 +157,29 @@ class Parse:
             self.doc, self.tags, tag, why, self.path if where is None else where, expected=expected
         )
 
-    def counted(self, body: Any) -> tuple[str, int]:
-        """The PIN of a step with ``repeat:`` and how many times it repeats."""
+    def counted(self, body: Any) -> tuple[str, M.Count]:
+        """The PIN of a step with ``repeat:`` and how many times it repeats: ``max-N`` is
+        checked here against a maximum the card profile establishes; any other maximum is
+        the card's, resolved when the step runs."""
         pin = self.pin(body)
-        n = repeat_count(body.get("repeat"), self.card.pins_by_id[pin].default_max_tries)
-        if n < 1:
-            raise self.doc.error(f"repeat resolves to {n} for {pin}", [*self.path, "repeat"])
-        return pin, n
+        count = repeat_count(body.get("repeat"))
+        most = self.card.pins_by_id[pin].established_max
+        lowest = count.times(most) if most is not None else count.times(15)
+        if count.of_max and lowest < 1:
+            raise self.doc.error(
+                f"repeat {count} resolves to {lowest} for {pin}"
+                + ("" if most is not None else " (even at the largest maximum, 15)"),
+                [*self.path, "repeat"],
+            )
+        return pin, count
+
+    def rests_on(self, *features: str) -> None:
+        """What the step being parsed does (``verify:short`` …): the card facts the card
+        profile says a check of it rests on are the step's."""
+        for feature in features:
+            fact = self.card.step_facts.get(feature)
+            if fact is not None:
+                self.facts.setdefault(fact, None)
 
 
 def need_tag(

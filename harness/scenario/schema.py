@@ -31,7 +31,7 @@ VALUE_WORDS = [
 #: values that are the PIN the card holds at that point of a scenario (everything else, and a
 #: literal, may cost a try on a real card)
 RIGHT_VALUES = frozenset({"right", "new"})
-SW_PATTERN = "^([0-9A-Fa-f]{4}|63C[xX]|ok|blocked|wrong-length|denied|not-found)$"
+SW_PATTERN = "^([0-9A-Fa-f]{4}|63C[xX]|ok|blocked|wrong-length|denied|not-found|refused)$"
 TRIES_PATTERN = "^(max|max-[0-9]+|unchanged|one-less|[0-9]+)$"
 
 LITERAL = {
@@ -55,7 +55,7 @@ EXPECT: dict[str, Any] = {
             "type": "string",
             "pattern": SW_PATTERN,
             "description": "a quoted string: '9000', '63Cx', or ok, blocked, wrong-length, "
-            "denied, not-found",
+            "denied, not-found, refused (any answer but a success)",
         },
         "tries": {
             "oneOf": [
@@ -83,15 +83,29 @@ def step_schema(card: CardProfile, action: str) -> dict[str, Any]:
 
 @functools.cache
 def _step_schema(card: CardProfile, action: str, _kinds: tuple[object, ...]) -> dict[str, Any]:
-    return _step(action, steps(card)[action])
+    return _step(action, steps(card)[action], rests_on(card))
 
 
-def _step(action: str, body: dict[str, Any]) -> dict[str, Any]:
+def _step(action: str, body: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
         "additionalProperties": False,
         "required": [action],
-        "properties": {action: body, **_COMMON},
+        "properties": {action: body, **_COMMON, "rests_on": facts},
+    }
+
+
+def rests_on(card: CardProfile) -> dict[str, Any]:
+    """``rests_on:``: card facts a scenario's (or a step's) checks rest on, by id."""
+    ids = sorted(f.id for f in card.all_facts)
+    return {
+        "type": "array",
+        "uniqueItems": True,
+        "minItems": 1,
+        "items": one_of(ids, "facts"),
+        "description": "ids of the card profile's facts the checks rest on (docs/cards/); on "
+        "a card that is not the emulator a check that rests on one below one-source is "
+        "observed, not asserted",
     }
 
 
@@ -182,6 +196,7 @@ def _schema(card: CardProfile, _kinds: tuple[object, ...]) -> dict[str, Any]:
                 "description": "capabilities a target needs to run the scenario, beyond what "
                 "its tags and steps need (a target without one skips it)",
             },
+            "rests_on": rests_on(card),
             "for_each": {
                 "type": "object",
                 "additionalProperties": False,

@@ -20,6 +20,16 @@ from harness.steps.tear import Tear
 from harness.steps.verify import Verify
 
 
+def may_spend(step: M.Step) -> bool:
+    """Whether ``step`` may spend a try of its PIN (a value that is not the PIN, a CHANGE or
+    re-initialisation, a timing series of wrong values, a cut)."""
+    if isinstance(step, Verify):
+        return any(not (isinstance(v, str) and v in RIGHT_VALUES) for v in step.values)
+    if isinstance(step, Latency):
+        return step.of == "wrong"
+    return isinstance(step, Change | Reinit | Leak | Tear)
+
+
 def declared_spend(scenario: M.Scenario, max_tries: dict[str, int] | None = None) -> dict[str, int]:
     """PIN id → the largest number of tries the steps may have spent at one time."""
     out: dict[str, int] = {}
@@ -31,7 +41,8 @@ def declared_spend(scenario: M.Scenario, max_tries: dict[str, int] | None = None
 
     for step in scenario.steps:
         if isinstance(step, Verify):
-            for _ in range(step.repeat):
+            most = (max_tries or {}).get(step.pin, 15)
+            for _ in range(step.repeat.times(most)):
                 for v in step.values:
                     if isinstance(v, str) and v in RIGHT_VALUES:
                         out[step.pin] = 0

@@ -36,7 +36,10 @@ def schema(refs: CardRefs) -> dict[str, Any]:
 def parse(c: Parse, body: Any, common: dict[str, Any]) -> Change:
     pin = c.pin(body)
     c.changeable(pin, c.path, "change")
-    return Change(**common, pin=pin, new=c.value(body["new"]))
+    new = c.value(body["new"])
+    if isinstance(new, str):
+        c.rests_on(f"change:{new}")
+    return Change(**common, pin=pin, new=new)
 
 
 def run(session: CardSession, s: Change) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.apdu import commands as C
 from harness.run.expect import check, tries_before
-from harness.scenario.model import Step
+from harness.scenario.model import ONCE, Count, Step
 from harness.scenario.schema import REPEAT
 from harness.steps import ANSWER, PIN, StepKind
 
@@ -22,7 +22,7 @@ class Status(Step):
     action: ClassVar[str] = "status"
     pin: str = ""
     sfi: bool = False
-    repeat: int = 1
+    repeat: Count = ONCE
 
 
 def schema(refs: CardRefs) -> dict[str, Any]:
@@ -35,14 +35,17 @@ def schema(refs: CardRefs) -> dict[str, Any]:
 
 def parse(c: Parse, body: Any, common: dict[str, Any]) -> Status:
     pin, repeat = c.counted(body)
+    if body.get("sfi"):
+        c.rests_on("status:sfi")
     return Status(**common, pin=pin, sfi=bool(body.get("sfi")), repeat=repeat)
 
 
 def run(session: CardSession, s: Status) -> None:
-    for i in range(s.repeat):
+    times = session.times(s.repeat, s.pin)
+    for i in range(times):
         before = tries_before(session, s, s.pin, s.sfi)
         resp = session.tx(C.pin_status(sfi=session.address_pin(s.pin, sfi=s.sfi)))
-        check(session, s, resp, s.pin, before, sfi=s.sfi, final=i == s.repeat - 1)
+        check(session, s, resp, s.pin, before, sfi=s.sfi, final=i == times - 1)
 
 
 KIND = StepKind(

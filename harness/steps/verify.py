@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.apdu import commands as C
 from harness.run.expect import check, tries_before
-from harness.scenario.model import Step, Value
+from harness.scenario.model import ONCE, Count, Step, Value
 from harness.scenario.schema import REPEAT, VALUE
 from harness.steps import ANSWER, PIN, StepKind
 
@@ -23,7 +23,7 @@ class Verify(Step):
     pin: str = ""
     values: tuple[Value, ...] = ()
     sfi: bool = False
-    repeat: int = 1
+    repeat: Count = ONCE
 
 
 def schema(refs: CardRefs) -> dict[str, Any]:
@@ -55,11 +55,15 @@ def parse(c: Parse, body: Any, common: dict[str, Any]) -> Verify:
         )
     if common["expect"] and common["expect"].identical and len(vals) < 2:
         raise c.doc.error("expect.identical needs a list of values", [*c.path, "value"])
+    c.rests_on(*(f"verify:{v}" for v in vals if isinstance(v, str)))
+    if body.get("sfi"):
+        c.rests_on("verify:sfi")
     return Verify(**common, pin=pin, values=vals, sfi=bool(body.get("sfi")), repeat=repeat)
 
 
 def run(session: CardSession, s: Verify) -> None:
-    for i in range(s.repeat):
+    times = session.times(s.repeat, s.pin)
+    for i in range(times):
         sfi = session.address_pin(s.pin, sfi=s.sfi)
         before = tries_before(session, s, s.pin, s.sfi)
         responses = []
@@ -85,7 +89,7 @@ def run(session: CardSession, s: Verify) -> None:
             s.pin,
             before,
             sfi=s.sfi,
-            final=i == s.repeat - 1,
+            final=i == times - 1,
             answered_tries=True,
         )
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import ClassVar, Protocol, runtime_checkable
 
 from harness.capabilities import READER, Capability
@@ -26,7 +26,7 @@ from harness.cards.profile import CardProfile
 from harness.errors import HarnessError
 from harness.lab.power import PowerSwitch, power_switch
 from harness.safety import refuse_without
-from harness.safety.guard import RealCardGuard
+from harness.safety.guard import RealCardGuard, Spend
 from harness.secret import Secret
 from harness.targets.reader_profile import ReaderProfile
 from harness.timing import ApduTime
@@ -86,7 +86,25 @@ class Target:
         raise NotImplementedError
 
     def max_tries(self, pin_id: str) -> int:
-        return self.card_profile.pins_by_id[pin_id].default_max_tries
+        """``pin_id``'s maximum of tries on this card: the figure the card profile
+        establishes; a target that can observe the card's (:meth:`observed_max`) uses that
+        where the profile has none."""
+        spec = self.card_profile.pins_by_id[pin_id]
+        if spec.established_max is not None:
+            return spec.established_max
+        seen = self.observed_max(pin_id)
+        if seen is None:
+            raise TargetError(
+                f"{self.name}: the maximum of tries of {pin_id} is not established "
+                f"({spec.tries_fact.confidence.label}: {spec.tries_source or 'no source'}) and "
+                "was not observed on this card"
+            )
+        return seen
+
+    def observed_max(self, pin_id: str) -> int | None:
+        """The maximum of tries this card showed for ``pin_id`` (its counter after a right
+        VERIFY), if the target has seen it; None otherwise."""
+        return None
 
     @property
     def record(self) -> list[ApduTime]:
@@ -126,7 +144,7 @@ class Target:
         self,
         pins: frozenset[str] = frozenset(),
         *,
-        spend: Mapping[str, int] | None = None,
+        spend: Spend | None = None,
         destructive_ok: bool = True,
         log: Callable[[str], None] | None = None,
     ) -> None:
@@ -235,7 +253,7 @@ class GuardedCard:
         self,
         pins: frozenset[str] = frozenset(),
         *,
-        spend: Mapping[str, int] | None = None,
+        spend: Spend | None = None,
         destructive_ok: bool = False,
         log: Callable[[str], None] | None = None,
     ) -> None:
@@ -245,6 +263,11 @@ class GuardedCard:
         self.guard.log = log or (lambda text: None)
         self.guard.record = self._record_row  # type: ignore[attr-defined]
         self.guard.begin(pins, spend or {}, destructive_ok=destructive_ok)
+
+    def observed_max(self, pin_id: str) -> int | None:
+        """The counter the guard confirmed after a right VERIFY at a scenario's start."""
+        watch = self.guard.watch.get(pin_id)
+        return watch.top if watch is not None else None
 
     def end(self) -> None:
         self.guard.end()

@@ -14,6 +14,7 @@ from harness.capabilities import EMULATED, Capability
 from harness.cards.emulated import CardEmulator, Emulation, WriteHook
 from harness.errors import TransportError, TransportTimeout
 from harness.lab.power import EmulatedPower, PowerSwitch, SerialRelay
+from harness.safety.guard import Spend
 from harness.secret import Secret
 from harness.targets.base import ResetCodes, Target, TargetError
 from harness.targets.reader_profile import (
@@ -128,7 +129,7 @@ class _Emulated(Target):
         self,
         pins: frozenset[str] = frozenset(),
         *,
-        spend: Mapping[str, int] | None = None,
+        spend: Spend | None = None,
         destructive_ok: bool = True,
         log: Callable[[str], None] | None = None,
     ) -> None:

@@ -177,7 +177,7 @@ class TinyEmulation:
             raise ConfigError(
                 f"unknown defect {defect!r} of the tiny card: use one of {', '.join(DEFECTS)}"
             )
-        tries = _SPEC.default_max_tries
+        tries = _SPEC.max_tries or 3
         self.template = PinState(b"1234", tries, tries)
         self.card = TinyCard(
             dataclasses.replace(self.template), decrements=defect != "never-decrements"

@@ -1,6 +1,8 @@
 """The Japanese My Number card (個人番号カード) and its JPKI application: the card profile.
 
 - :mod:`~harness.cards.jpki.layout`  applications, EFs and PIN objects, with their sources
+- :mod:`~harness.cards.jpki.facts`   the card's behaviours checks rest on, each with its
+  confidence and source
 
 What the real-card guard relies on (:mod:`harness.safety.guard`): the empty VERIFY ``00 20 00 80``
 answers ``63 Cx`` without spending a try (confirmed by several clients and a real-card trace);
@@ -17,6 +19,8 @@ disputed (observed on each card, never assumed).
 
 from __future__ import annotations
 
+from harness.cards.jpki.facts import FACTS as CARD_FACTS
+from harness.cards.jpki.facts import STEP_FACTS
 from harness.cards.jpki.layout import APPLICATIONS, FILES, PINS
 from harness.cards.profile import (
     CardProfile,
@@ -60,6 +64,8 @@ PROFILE = CardProfile(
     ),
     verify_command=(0x00, 0x20),
     reset_commands=frozenset({(0x00, 0x2C)}),
+    facts=CARD_FACTS,
+    step_facts=STEP_FACTS,
 )
 
 #: what the real-card guard knows about this card

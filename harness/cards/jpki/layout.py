@@ -12,20 +12,23 @@ PIN id                app         EF      format                      tries  cha
 ``jpki-auth``         jpki        0018    4 digits                    3      ``00 24 01 80``
 ``jpki-sign``         jpki        001B    6-16 of A-Z 0-9             5      ``00 24 01 80``
 ``kenhojo-pin``       kenhojo     0011    4 digits                    3      ``00 24 01 80``
-``kenhojo-a``         kenhojo     0014    12 digits (個人番号)         10*    not changeable
-``kenhojo-b``         kenhojo     0015    14 digits (照合番号B)        10*    not changeable
-``kenkaku-a``         kenkaku     0013    12 digits                   10*    not changeable
-``kenkaku-b``         kenkaku     0012    14 digits                   10*    not changeable
-``kenkaku-birth``     kenkaku     0011    6 digits (和暦 YYMMDD)       10*    not changeable
+``kenhojo-a``         kenhojo     0014    12 digits (個人番号)         ?*     not changeable
+``kenhojo-b``         kenhojo     0015    14 digits (照合番号B)        ?*     not changeable
+``kenkaku-a``         kenkaku     0013    12 digits                   ?*     not changeable
+``kenkaku-b``         kenkaku     0012    14 digits                   ?*     not changeable
+``kenkaku-birth``     kenkaku     0011    6 digits (和暦 YYMMDD)       ?*     not changeable
 ``juki-pin``          juki        001C    4 digits                    3      ``80 32 00 80``
 ``common-pin``        common      001C    4 digits                    3      ``80 32 00 80``
 ====================  ==========  ======  ==========================  =====  =================
 
-``*`` disputed or unknown publicly; configurable per card (``limits.verification-code``).
+``*`` disputed or unknown publicly: an emulated card takes it from its card config
+(``limits.verification-code``, default 10), a real card's is observed (the free status query
+after a right VERIFY) and reported, never assumed; a lab may declare it in its card profile.
 """
 
 from __future__ import annotations
 
+from harness.cards.facts import Confidence
 from harness.cards.profile import (
     UPPER_ALNUM,
     Application,
@@ -67,9 +70,16 @@ APPLICATIONS: tuple[Application, ...] = (
 )
 APPS_BY_ID = {a.id: a for a in APPLICATIONS}
 
-#: PIN limits that public sources dispute (3 in one fixture, 10 in another, no official
-#: figure); a card config may override them
-VERIFICATION_CODE_TRIES = 10
+#: why the maxima of the card-face numbers are not known: no official figure; the one public
+#: fixture with a value (a DF/EF table with retry counts) says 3 for 券面確認 A and B, one
+#: reverse-engineered client says ten for 照合番号B. An emulated card takes its figure from its
+#: card config (``limits.verification-code``); on a real card it is observed.
+_DISPUTED_TRIES = (
+    "disputed: no official figure; one public fixture says 3 (券面確認 A/B), one "
+    "reverse-engineered client says 10 (照合番号B); the free status query on a card with no "
+    "wrong entry shows it"
+)
+_UNKNOWN = Confidence.UNKNOWN
 
 PINS: tuple[PinSpec, ...] = (
     PinSpec(
@@ -110,50 +120,60 @@ PINS: tuple[PinSpec, ...] = (
         "kenhojo",
         0x0014,
         _digits(12),
-        VERIFICATION_CODE_TRIES,
+        None,
         ChangeCommand.NONE,
         False,
         "照合番号A (入力補助)",
+        _DISPUTED_TRIES,
+        _UNKNOWN,
     ),
     PinSpec(
         "kenhojo-b",
         "kenhojo",
         0x0015,
         _digits(14),
-        VERIFICATION_CODE_TRIES,
+        None,
         ChangeCommand.NONE,
         False,
         "照合番号B (入力補助)",
+        _DISPUTED_TRIES,
+        _UNKNOWN,
     ),
     PinSpec(
         "kenkaku-a",
         "kenkaku",
         0x0013,
         _digits(12),
-        VERIFICATION_CODE_TRIES,
+        None,
         ChangeCommand.NONE,
         False,
         "照合番号A (券面確認)",
+        _DISPUTED_TRIES,
+        _UNKNOWN,
     ),
     PinSpec(
         "kenkaku-b",
         "kenkaku",
         0x0012,
         _digits(14),
-        VERIFICATION_CODE_TRIES,
+        None,
         ChangeCommand.NONE,
         False,
         "照合番号B (券面確認)",
+        _DISPUTED_TRIES,
+        _UNKNOWN,
     ),
     PinSpec(
         "kenkaku-birth",
         "kenkaku",
         0x0011,
         _digits(6),
-        VERIFICATION_CODE_TRIES,
+        None,
         ChangeCommand.NONE,
         False,
         "生年月日 (券面確認)",
+        "unknown: no public figure at all",
+        _UNKNOWN,
     ),
     PinSpec(
         "juki-pin",
@@ -274,7 +294,6 @@ __all__ = [
     "PINS_BY_ID",
     "SIGN_PASSWORD",
     "USER_PINS",
-    "VERIFICATION_CODE_TRIES",
     "Application",
     "ChangeCommand",
     "DFLayout",
