@@ -29,6 +29,7 @@ CAUGHT_BY = {
     "non-atomic-pin-write": {"tearing-change-is-atomic", "tearing-reinit-is-atomic"},
     "no-restore": {"correct-restores-max"},
     "double-decrement": {"decrement-matches-query", "lock-at-exactly-n"},
+    "wrong-length-costs-try": {"malformed-length-costs-nothing"},
 }
 
 

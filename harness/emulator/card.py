@@ -353,9 +353,9 @@ class EmulatedCard:
             if self.defects.query_costs_try and pin.remaining:
                 self._write("query.decrement", spec.id, remaining=pin.remaining - 1)
             return _r(SW.retries(pin.remaining))
-        if not spec.format.length_ok(cmd.data):
-            return _r(SW.WRONG_LENGTH)  # refused before the counter: costs no try
         d = self.defects
+        if not spec.format.length_ok(cmd.data) and not d.wrong_length_costs_try:
+            return _r(SW.WRONG_LENGTH)  # refused before the counter: costs no try
         if pin.blocked:
             if d.ok_when_blocked and self._matches(pin.value, cmd.data):
                 self._verified.add(spec.id)

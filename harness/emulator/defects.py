@@ -45,6 +45,11 @@ class DefectProfile:
     #: (three writes instead of one): a cut between them refills the counter of the old PIN
     #: or leaves a half-written PIN that is neither the old nor the new one
     non_atomic_pin_write: bool = False
+    #: a VERIFY of the wrong length is compared like any other (a wrong try, 63 Cx) instead
+    #: of refused with 67 00: a card that differs from the model only in a fact nobody has
+    #: established (``wrong-length-free``): a defect on the emulator, an observation on a
+    #: card served as a real reader
+    wrong_length_costs_try: bool = False
 
     @property
     def faithful(self) -> bool:
@@ -74,6 +79,7 @@ PROFILES: dict[str, DefectProfile] = {
         DefectProfile("non-atomic-pin-write", non_atomic_pin_write=True),
         DefectProfile("no-restore", no_restore=True),
         DefectProfile("double-decrement", double_decrement=True),
+        DefectProfile("wrong-length-costs-try", wrong_length_costs_try=True),
     )
 }
 
