@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 
+from harness.cards.lab import is_lab_file, load_lab_card
 from harness.cards.profile import CardProfile
 from harness.errors import HarnessError
 
@@ -25,10 +26,8 @@ class UnknownCardProfile(HarnessError):
 def card_profile(name: str) -> CardProfile:
     """The profile called ``name`` (a short name, or ``module:ATTRIBUTE``), or the lab's card
     profile in the file ``name`` (``*.card.yaml``: :mod:`harness.cards.lab`)."""
-    from harness.cards.lab import is_lab_file, load_lab_card
-
     if is_lab_file(name):
-        return load_lab_card(name)
+        return load_lab_card(name, card_profile)
     where = KNOWN.get(name, name)
     module, _, attr = where.partition(":")
     if not attr:

@@ -22,6 +22,7 @@ stays the base profile's (scenarios are loaded for it; the emulator implements i
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from harness.cards.facts import Confidence, max_tries_fact_id
 from harness.cards.profile import CardProfile, ReportLabels
 from harness.config import load_validated
 from harness.config.yamlfile import location_of
+from harness.errors import HarnessError
 
 #: the suffix that makes ``--pinloop-card-profile`` a file
 SUFFIXES = (".card.yaml", ".card.yml")
@@ -63,11 +65,10 @@ def is_lab_file(name: str) -> bool:
     return name.endswith(SUFFIXES)
 
 
-def load_lab_card(path: str | Path) -> CardProfile:
-    """The card profile ``path`` declares: its base with the lab's changes. Every mistake is
-    a :class:`~harness.errors.ConfigError` at its ``file:line``."""
-    from harness.cards import UnknownCardProfile, card_profile
-
+def load_lab_card(path: str | Path, base_of: Callable[[str], CardProfile]) -> CardProfile:
+    """The card profile ``path`` declares: its base (``base_of`` finds it by name) with the
+    lab's changes. Every mistake is a :class:`~harness.errors.ConfigError` at its
+    ``file:line``."""
     doc = load_validated(path, SCHEMA)
     data = doc.data
     base_name = str(data["base"])
@@ -78,8 +79,8 @@ def load_lab_card(path: str | Path) -> CardProfile:
             expected="jpki or module:ATTRIBUTE",
         )
     try:
-        base = card_profile(base_name)
-    except UnknownCardProfile as exc:
+        base = base_of(base_name)
+    except HarnessError as exc:
         raise doc.error(str(exc), ["base"]) from None
     pins = {p.id: p for p in base.pins}
     sets: dict[str, frozenset[str]] = {}
