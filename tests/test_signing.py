@@ -45,8 +45,10 @@ def test_signature_verifies_against_the_card_certificate(
     key.verify(r.data, message, padding.PKCS1v15(), hashes.SHA256())
     with pytest.raises(InvalidSignature):
         key.verify(r.data, b"something else", padding.PKCS1v15(), hashes.SHA256())
-    # the certificate chains to the card's test CA (EF 000B / 0002)
-    ca = x509.load_der_x509_certificate(_read_whole(host, 0x000B))
+    # the certificate chains to the card's test CA of its use (EF 000B auth, 0002 sign)
+    ca = x509.load_der_x509_certificate(
+        _read_whole(host, 0x000B if pin_id == "jpki-auth" else 0x0002)
+    )
     cert.verify_directly_issued_by(ca)
 
 

@@ -1,6 +1,7 @@
 """Personalisation: turn a :class:`CardConfig` into a fresh card's NVM (:class:`CardState`).
 
-Generates the card's RSA-2048 keys (auth, sign, and a per-card test CA), its certificates, and
+Generates the card's RSA-2048 keys (auth, sign, and two per-card test CAs, one per use), its
+certificates (in the real profile: harness.emulator.keys.make_certificate), and
 the contents of every readable EF in the layouts public clients parse (TLV structures, physical
 sizes with ``FF`` filler). Contents that real cards fill with data nobody publishes (CV
 certificates, images) are deterministic filler of the right size and shape.
@@ -12,7 +13,7 @@ import hashlib
 
 from harness.cards.jpki.layout import PINS, PINS_BY_ID
 from harness.emulator.config import CardConfig
-from harness.emulator.keys import RsaKey, make_certificate, subject_names
+from harness.emulator.keys import Holder, RsaKey, ca_name, make_certificate, subject_names
 from harness.emulator.state import CardState, PinState
 
 
@@ -65,13 +66,23 @@ def _offset_table(values: list[bytes]) -> bytes:
 def personalise(config: CardConfig) -> CardState:
     """Generate a new card: keys, certificates, EF contents, PINs at their maximum tries."""
     ident = config.identity
+    # two test CAs, as the real card has (one per use); the auth CA's key also signs the
+    # card's own test records (the 入力補助 integrity record) and stays in the card state
     ca = RsaKey.generate()
+    sign_ca = RsaKey.generate()
     auth = RsaKey.generate()
     sign = RsaKey.generate()
     names = subject_names(config.name, ident.name)  # the config checked their lengths
-    ca_cert = make_certificate(names["ca"], ca, names["ca"], ca, ca=True)
-    auth_cert = make_certificate(names["auth"], auth, names["ca"], ca, ca=False)
-    sign_cert = make_certificate(names["sign"], sign, names["ca"], ca, ca=False)
+    auth_ca_name, sign_ca_name = ca_name("auth"), ca_name("sign")
+    ca_cert = make_certificate(auth_ca_name, ca, auth_ca_name, ca, ca=True, use="auth")
+    sign_ca_cert = make_certificate(
+        sign_ca_name, sign_ca, sign_ca_name, sign_ca, ca=True, use="sign"
+    )
+    auth_cert = make_certificate(names["auth"], auth, auth_ca_name, ca, ca=False, use="auth")
+    holder = Holder(ident.name, ident.sex, ident.birth_date, ident.address)
+    sign_cert = make_certificate(
+        names["sign"], sign, sign_ca_name, sign_ca, ca=False, use="sign", holder=holder
+    )
 
     my_number = _pad(b"\xff\x10\x0c" + ident.my_number.encode(), 17)
     attrs = [
@@ -124,7 +135,7 @@ def personalise(config: CardConfig) -> CardState:
 
     contents = {
         "jpki/sign-cert": sign_cert,
-        "jpki/sign-ca-cert": ca_cert,
+        "jpki/sign-ca-cert": sign_ca_cert,
         "jpki/auth-cert": auth_cert,
         "jpki/auth-ca-cert": ca_cert,
         "jpki/token-info": b"JPKIAPICCTOKEN2".ljust(32, b" ") + b"\x00" * 128,
